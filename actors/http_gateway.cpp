@@ -1,0 +1,193 @@
+#include "actors/http_gateway.hpp"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "actors/log.hpp"
+
+namespace dsync {
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr size_t max_path_bytes = 1024;
+constexpr auto request_timeout = 5s;
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message) {
+  send_json(res, status, json{{"error", code}, {"message", message}});
+}
+
+// Maps a node's answer to HTTP: no quorum or no answer in time is 503.
+void send_failure(httplib::Response& res, const caf::error& err) {
+  if (err == errc::unavailable || err == caf::sec::request_timeout)
+    return send_error(res, 503, "unavailable", error_reason(err));
+  if (err == errc::bad_request) return send_error(res, 400, "bad_request", error_reason(err));
+  send_error(res, 500, "internal", error_reason(err));
+}
+
+json to_json(const member_status& m) {
+  return json{{"node_id", m.node_id.empty() ? json(nullptr) : json(m.node_id)},
+              {"address", m.address},
+              {"state", m.state},
+              {"reason", m.reason},
+              {"since_ms", m.since_ms},
+              {"last_contact_ms", m.last_contact_ms},
+              {"http_port", m.http_port}};
+}
+
+}  // namespace
+
+struct http_gateway::impl {
+  caf::actor_system& sys;
+  node_api node;
+  node_settings settings;
+  metrics::registry& metrics;
+  httplib::Server server;
+  std::thread thread;
+
+  impl(caf::actor_system& s, node_api n, const node_settings& cfg, metrics::registry& m)
+    : sys(s), node(std::move(n)), settings(cfg), metrics(m) {}
+
+  // Asks the node actor and waits (on this HTTP worker thread) for its answer.
+  template <class T, class... Ts>
+  caf::expected<T> ask(Ts&&... xs) {
+    caf::scoped_actor self{sys};
+    caf::expected<T> out{caf::sec::request_timeout};
+    self->request(node, request_timeout, std::forward<Ts>(xs)...)
+      .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+
+  // Registers a handler that also records the request count and latency under `route`.
+  template <class Handler>
+  void route(const char* method, const std::string& pattern, Handler handler) {
+    auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
+                                           metrics::latency_buckets_seconds(), {{"route", pattern}});
+    auto wrapped = [this, pattern, latency, handler](const httplib::Request& req,
+                                                                       httplib::Response& res) {
+      auto start = std::chrono::steady_clock::now();
+      handler(req, res);
+      latency->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      metrics
+        .get_counter("dsync_http_requests_total", "HTTP requests by route and status",
+                     {{"route", pattern}, {"code", std::to_string(res.status)}})
+        .inc();
+    };
+    if (std::strcmp(method, "GET") == 0) server.Get(pattern, wrapped);
+    else if (std::strcmp(method, "POST") == 0) server.Post(pattern, wrapped);
+    else if (std::strcmp(method, "PUT") == 0) server.Put(pattern, wrapped);
+    else if (std::strcmp(method, "DELETE") == 0) server.Delete(pattern, wrapped);
+  }
+
+  void install_routes() {
+    route("GET", "/v1/health", [this](const httplib::Request&, httplib::Response& res) {
+      auto r = ask<health_status>(health_atom::value);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"node", r->node_id}, {"status", r->status}});
+    });
+    route("GET", "/v1/cluster", [this](const httplib::Request&, httplib::Response& res) {
+      auto r = ask<cluster_status>(cluster_atom::value);
+      if (!r) return send_failure(res, r.error());
+      json members = json::array();
+      for (auto& m : r->members) members.push_back(to_json(m));
+      send_json(res, 200,
+                json{{"node", r->node_id},
+                     {"cluster_id", r->cluster_id},
+                     {"leader", r->leader.empty() ? json(nullptr) : json(r->leader)},
+                     {"term", r->term},
+                     {"members", members}});
+    });
+    route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.status = 200;
+      res.set_content(metrics.expose(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+  }
+
+  void install_limits() {
+    server.set_payload_max_length(settings.http_max_body_bytes);
+    server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (req.path.size() > max_path_bytes) {
+        send_error(res, 414, "uri_too_long",
+                   "path is " + std::to_string(req.path.size()) + " bytes; the limit is "
+                     + std::to_string(max_path_bytes));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    server.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;  // a handler already wrote its JSON error
+      metrics
+        .get_counter("dsync_http_requests_total", "HTTP requests by route and status",
+                     {{"route", "unmatched"}, {"code", std::to_string(res.status)}})
+        .inc();
+      switch (res.status) {
+        case 404: {
+          static const char* const get_only[] = {"/v1/health", "/v1/cluster", "/metrics"};
+          for (auto* p : get_only)
+            if (req.path == p && req.method != "GET")
+              return send_error(res, 405, "method_not_allowed", req.method + " " + req.path + " is not supported; use GET");
+          return send_error(res, 404, "not_found", "no such endpoint: " + req.method + " " + req.path);
+        }
+        case 413:
+          return send_error(res, 413, "payload_too_large",
+                            "request body exceeds " + std::to_string(settings.http_max_body_bytes) + " bytes");
+        case 414: return send_error(res, 414, "uri_too_long", "request line too long");
+        case 400: return send_error(res, 400, "bad_request", "malformed HTTP request");
+        default: return send_error(res, res.status, "http_error", "HTTP status " + std::to_string(res.status));
+      }
+    });
+    server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string what = "unknown exception";
+      try {
+        std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        what = e.what();
+      } catch (...) {
+      }
+      log::error("http", "handler failed: {}", what);
+      send_error(res, 500, "internal", what);
+    });
+    auto threads = settings.http_threads;
+    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server.set_read_timeout(10, 0);
+    server.set_write_timeout(10, 0);
+    server.set_keep_alive_max_count(1000);
+  }
+};
+
+http_gateway::http_gateway(caf::actor_system& sys, node_api node, const node_settings& settings,
+                           metrics::registry& metrics)
+  : impl_(std::make_unique<impl>(sys, std::move(node), settings, metrics)) {}
+
+http_gateway::~http_gateway() { stop(); }
+
+std::optional<std::string> http_gateway::start() {
+  auto& d = *impl_;
+  d.install_limits();
+  d.install_routes();
+  if (!d.server.bind_to_port(d.settings.node_host.c_str(), d.settings.http_port))
+    return "cannot listen for HTTP on " + d.settings.node_host + ":" + std::to_string(d.settings.http_port)
+           + ": " + std::strerror(errno);
+  d.thread = std::thread([&d] { d.server.listen_after_bind(); });
+  log::info("http", "serving HTTP on {}:{}", d.settings.node_host, d.settings.http_port);
+  return std::nullopt;
+}
+
+void http_gateway::stop() {
+  if (!impl_ || !impl_->thread.joinable()) return;
+  impl_->server.stop();
+  impl_->thread.join();
+}
+
+}  // namespace dsync

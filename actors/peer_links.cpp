@@ -1,0 +1,302 @@
+#include "actors/peer_links.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "actors/log.hpp"
+
+namespace dsync {
+
+using namespace std::chrono_literals;
+
+uint64_t wall_clock_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+}
+
+peer_timing timing_from(const node_settings& s) {
+  using ms = std::chrono::milliseconds;
+  peer_timing t;
+  t.ping_interval = ms{s.peer_ping_ms};
+  t.suspect_after = ms{s.peer_suspect_ms};
+  t.down_after = ms{s.peer_down_ms};
+  t.handshake_timeout = ms{s.peer_down_ms};
+  t.backoff_min = 50ms;
+  t.backoff_max = 2s;
+  return t;
+}
+
+std::optional<std::string> check_compatible(const node_info& mine, const node_info& theirs) {
+  if (theirs.cluster_id != mine.cluster_id)
+    return "cluster id " + theirs.cluster_id + " differs from ours (" + mine.cluster_id + ")";
+  if (theirs.protocol != mine.protocol)
+    return "protocol version " + std::to_string(theirs.protocol) + " differs from ours ("
+           + std::to_string(mine.protocol) + ")";
+  if (theirs.coherence_protocol != mine.coherence_protocol)
+    return "coherence protocol " + theirs.coherence_protocol + " differs from ours ("
+           + mine.coherence_protocol + ")";
+  if (theirs.node_id == mine.node_id)
+    return "node id " + theirs.node_id + " is ours too (node ids must be unique)";
+  return std::nullopt;
+}
+
+namespace {
+
+const char* const subsystem = "peers";
+
+struct peer {
+  peer_address address;
+  node_api handle;  // empty while not linked
+  std::string node_id;
+  uint16_t http_port = 0;
+  std::string state = "connecting";
+  std::string reason;
+  uint64_t since_ms = 0;
+  uint64_t last_contact_ms = 0;
+  caf::actor_clock::time_point last_contact;  // steady clock, for the silence checks
+  uint64_t generation = 0;  // bumped by every new link attempt; older callbacks are stale
+  bool attempt_in_flight = false;
+  caf::timespan backoff{};
+  uint64_t ping_seq = 0;
+};
+
+struct peer_links_state {
+  node_info self;
+  peer_timing timing;
+  std::vector<peer> peers;
+  std::vector<membership_listener> listeners;
+  metrics::registry* metrics = nullptr;
+  metrics::histogram* ping_seconds = nullptr;
+  static const char* name;
+};
+const char* peer_links_state::name = "peer-links";
+
+using self_ptr = peer_links_actor::stateful_pointer<peer_links_state>;
+
+member_status status_of(const peer& p) {
+  return member_status{p.address.to_string(), p.node_id, p.state, p.reason,
+                       p.since_ms, p.last_contact_ms, p.http_port};
+}
+
+void update_gauges(self_ptr self) {
+  auto& st = self->state;
+  for (auto* state : {"connecting", "alive", "suspected", "down", "refused"}) {
+    auto n = std::count_if(st.peers.begin(), st.peers.end(), [&](const peer& p) { return p.state == state; });
+    st.metrics->get_gauge("dsync_peers", "Peers of this node by link state", {{"state", state}})
+      .set(static_cast<double>(n));
+  }
+}
+
+void set_state(self_ptr self, peer& p, const std::string& state, const std::string& reason) {
+  if (p.state == state && p.reason == reason) return;
+  auto label = p.node_id.empty() ? p.address.to_string() : p.node_id + "@" + p.address.to_string();
+  if (state == "alive")
+    log::info(subsystem, "peer {} is alive", label);
+  else if (state == "refused")
+    log::error(subsystem, "peer {} refused: {}", label, reason);
+  else if (p.state != state)
+    log::warn(subsystem, "peer {} is {}{}{}", label, state, reason.empty() ? "" : ": ", reason);
+  p.state = state;
+  p.reason = reason;
+  p.since_ms = wall_clock_ms();
+  self->state.metrics
+    ->get_counter("dsync_peer_state_changes_total", "Link state changes of peers", {{"state", state}})
+    .inc();
+  update_gauges(self);
+  auto status = status_of(p);
+  for (auto& l : self->state.listeners) self->send(l, member_atom::value, status);
+}
+
+void connect(self_ptr self, size_t index);
+
+// Forgets the current link and tries again after the backoff.
+void schedule_relink(self_ptr self, size_t index, caf::timespan delay) {
+  auto& p = self->state.peers[index];
+  if (p.handle) self->demonitor(p.handle.address());
+  p.handle = nullptr;
+  p.attempt_in_flight = false;
+  auto gen = ++p.generation;
+  self->delayed_send(self, delay, retry_atom::value, uint64_t{index}, gen);
+}
+
+void fail_attempt(self_ptr self, size_t index, uint64_t gen, const std::string& state,
+                  const std::string& reason) {
+  auto& p = self->state.peers[index];
+  if (gen != p.generation) return;
+  auto& t = self->state.timing;
+  p.backoff = p.backoff.count() == 0 ? t.backoff_min : std::min(p.backoff * 2, t.backoff_max);
+  set_state(self, p, state, reason);
+  self->state.metrics
+    ->get_counter("dsync_peer_link_failures_total", "Failed attempts to link to a peer",
+                  {{"peer", p.address.to_string()}})
+    .inc();
+  schedule_relink(self, index, state == "refused" ? t.backoff_max : p.backoff);
+}
+
+void handshake(self_ptr self, size_t index, uint64_t gen, node_api hdl) {
+  self->request(hdl, self->state.timing.handshake_timeout, hello_atom::value, self->state.self)
+    .then(
+      [=](node_info& info) {
+        auto& p = self->state.peers[index];
+        if (gen != p.generation) return;
+        p.node_id = info.node_id;
+        p.http_port = info.http_port;
+        if (auto why = check_compatible(self->state.self, info)) {
+          self->state.metrics
+            ->get_counter("dsync_peer_handshakes_refused_total",
+                          "Handshakes refused because cluster settings disagree", {{"by", "us"}})
+            .inc();
+          fail_attempt(self, index, gen, "refused", *why);
+          return;
+        }
+        p.handle = hdl;
+        p.attempt_in_flight = false;
+        p.backoff = {};
+        p.last_contact = self->clock().now();
+        p.last_contact_ms = wall_clock_ms();
+        self->monitor(hdl);
+        set_state(self, p, "alive", "");
+      },
+      [=](caf::error& err) {
+        if (err == errc::handshake_refused) {
+          self->state.metrics
+            ->get_counter("dsync_peer_handshakes_refused_total",
+                          "Handshakes refused because cluster settings disagree", {{"by", "peer"}})
+            .inc();
+          fail_attempt(self, index, gen, "refused", "it refused us: " + error_reason(err));
+          return;
+        }
+        fail_attempt(self, index, gen, "down", "handshake failed: " + self->system().render(err));
+      });
+}
+
+void connect(self_ptr self, size_t index) {
+  auto& p = self->state.peers[index];
+  if (p.attempt_in_flight || p.handle) return;
+  p.attempt_in_flight = true;
+  auto gen = ++p.generation;
+  auto mm = self->system().middleman().actor_handle();
+  self->request(mm, self->state.timing.handshake_timeout, caf::connect_atom::value, p.address.host,
+                p.address.port)
+    .then(
+      [=](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>& ifs) {
+        if (gen != self->state.peers[index].generation) return;
+        if (!ptr || !self->system().assignable<node_api>(ifs)) {
+          fail_attempt(self, index, gen, "down", "no dsync node API at this address");
+          return;
+        }
+        handshake(self, index, gen, caf::actor_cast<node_api>(std::move(ptr)));
+      },
+      [=](caf::error& err) {
+        fail_attempt(self, index, gen, "down", "cannot connect: " + self->system().render(err));
+      });
+}
+
+void ping_round(self_ptr self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  for (size_t i = 0; i < st.peers.size(); ++i) {
+    auto& p = st.peers[i];
+    if (!p.handle) continue;
+    auto silent = now - p.last_contact;
+    if (silent >= st.timing.down_after) {
+      set_state(self, p, "down", "no answer for " + std::to_string(
+                                   std::chrono::duration_cast<std::chrono::milliseconds>(silent).count())
+                                   + " ms");
+      p.backoff = {};
+      schedule_relink(self, i, st.timing.backoff_min);
+      continue;
+    }
+    if (silent >= st.timing.suspect_after && p.state == "alive")
+      set_state(self, p, "suspected", "no answer for " + std::to_string(
+                                         std::chrono::duration_cast<std::chrono::milliseconds>(silent).count())
+                                         + " ms");
+    auto gen = p.generation;
+    auto sent = now;
+    self->request(p.handle, st.timing.down_after, ping_atom::value, st.self.node_id, ++p.ping_seq)
+      .then(
+        [=](uint64_t) {
+          auto& q = self->state.peers[i];
+          if (gen != q.generation) return;
+          auto at = self->clock().now();
+          q.last_contact = at;
+          q.last_contact_ms = wall_clock_ms();
+          self->state.ping_seconds->observe(std::chrono::duration<double>(at - sent).count());
+          if (q.state == "suspected") set_state(self, q, "alive", "");
+        },
+        [](caf::error&) { /* silence is judged by the next round */ });
+  }
+}
+
+}  // namespace
+
+peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
+                                  std::vector<peer_address> addresses, peer_timing timing,
+                                  metrics::registry& registry) {
+  return sys.spawn([=, &registry](self_ptr self) -> peer_links_actor::behavior_type {
+    auto& st = self->state;
+    st.self = self_info;
+    st.timing = timing;
+    st.metrics = &registry;
+    st.ping_seconds = &registry.get_histogram("dsync_peer_ping_seconds", "Round trip of peer pings",
+                                              metrics::latency_buckets_seconds());
+    for (auto& a : addresses) {
+      peer p;
+      p.address = a;
+      p.since_ms = wall_clock_ms();
+      st.peers.push_back(p);
+    }
+    update_gauges(self);
+    self->set_down_handler([=](caf::down_msg& dm) {
+      auto& peers = self->state.peers;
+      for (size_t i = 0; i < peers.size(); ++i) {
+        auto& p = peers[i];
+        if (!p.handle || p.handle.address() != dm.source) continue;
+        p.handle = nullptr;  // already gone: nothing to demonitor
+        set_state(self, p, "down", "connection lost: " + self->system().render(dm.reason));
+        p.backoff = {};
+        schedule_relink(self, i, self->state.timing.backoff_min);
+      }
+    });
+    for (size_t i = 0; i < st.peers.size(); ++i) connect(self, i);
+    self->send(self, tick_atom::value);
+    return {
+      [=](members_atom) {
+        std::vector<member_status> out;
+        for (auto& p : self->state.peers) out.push_back(status_of(p));
+        return out;
+      },
+      [=](subscribe_atom, membership_listener listener) {
+        for (auto& p : self->state.peers) self->send(listener, member_atom::value, status_of(p));
+        self->state.listeners.push_back(std::move(listener));
+      },
+      [=](hello_atom, const node_info& info) {
+        auto& peers = self->state.peers;
+        for (size_t i = 0; i < peers.size(); ++i) {
+          auto& p = peers[i];
+          if (!same_address(p.address, peer_address{info.host, info.port}) && !(p.node_id == info.node_id && !p.node_id.empty())) continue;
+          p.node_id = info.node_id;
+          p.http_port = info.http_port;
+          if (!p.handle && !p.attempt_in_flight) {
+            p.backoff = {};
+            connect(self, i);
+          }
+        }
+      },
+      [=](tick_atom) {
+        ping_round(self);
+        self->delayed_send(self, self->state.timing.ping_interval, tick_atom::value);
+      },
+      [=](retry_atom, uint64_t index, uint64_t gen) {
+        if (index >= self->state.peers.size()) return;
+        auto& p = self->state.peers[index];
+        if (gen != p.generation || p.handle) return;
+        p.attempt_in_flight = false;
+        connect(self, index);
+      },
+    };
+  });
+}
+
+}  // namespace dsync

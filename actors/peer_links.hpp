@@ -1,0 +1,52 @@
+// Peer links: keeps one link to every other member of the cluster and a membership view
+// (connecting / alive / suspected / down / refused, with wall-clock timestamps) that other
+// actors subscribe to.
+//
+// Connecting never blocks: it goes through the middleman actor, with exponential backoff.
+// A link is alive once the peer answered our handshake (node_info) with compatible
+// settings. A closed connection (kill -9, restart) is noticed at once through a monitor's
+// down_msg; a frozen peer (SIGSTOP, partition) is noticed by missed pings: silent for
+// peer_suspect_ms -> suspected, for peer_down_ms -> down and reconnected from scratch.
+// A restarted peer on the same address is picked up by the reconnect loop (or at once
+// when its own handshake reaches us).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "actors/metrics.hpp"
+#include "app/settings.hpp"
+#include "dsync/api.hpp"
+
+namespace dsync {
+
+using peer_links_actor = caf::typed_actor<
+  caf::replies_to<members_atom>::with<std::vector<member_status>>,
+  caf::reacts_to<subscribe_atom, membership_listener>,
+  // A peer's handshake reached our node actor: learn its id, and relink at once if our
+  // link to it is down (it has probably just restarted).
+  caf::reacts_to<hello_atom, node_info>,
+  // Internal timers; stale ones are recognised by their generation number.
+  caf::reacts_to<tick_atom>, caf::reacts_to<retry_atom, uint64_t, uint64_t>>;
+
+struct peer_timing {
+  caf::timespan ping_interval;
+  caf::timespan suspect_after;
+  caf::timespan down_after;
+  caf::timespan handshake_timeout;
+  caf::timespan backoff_min;
+  caf::timespan backoff_max;
+};
+peer_timing timing_from(const node_settings& s);
+
+// Why a peer's settings make it unfit to join us, or nothing when it fits.
+std::optional<std::string> check_compatible(const node_info& mine, const node_info& theirs);
+
+peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self,
+                                  std::vector<peer_address> peers, peer_timing timing,
+                                  metrics::registry& metrics);
+
+uint64_t wall_clock_ms();
+
+}  // namespace dsync

@@ -1,0 +1,39 @@
+#include "dsync/api.hpp"
+
+namespace dsync {
+
+const char* const software_version = "0.1.0";
+
+std::string to_string(errc x) {
+  switch (x) {
+    case errc::handshake_refused: return "handshake_refused";
+    case errc::unavailable: return "unavailable";
+    case errc::bad_request: return "bad_request";
+  }
+  return "unknown";
+}
+
+std::string error_reason(const caf::error& err) {
+  if (err.category() == caf::atom("dsync")) {
+    std::string text = to_string(static_cast<errc>(err.code()));
+    if (err.context().match_elements<std::string>())
+      text += ": " + err.context().get_as<std::string>(0);
+    return text;
+  }
+  return caf::to_string(err);
+}
+
+void register_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<node_info>("dsync::node_info");
+  cfg.add_message_type<member_status>("dsync::member_status");
+  cfg.add_message_type<cluster_status>("dsync::cluster_status");
+  cfg.add_message_type<health_status>("dsync::health_status");
+  cfg.add_message_type<node_api>("dsync::node_api");
+  cfg.add_message_type<membership_listener>("dsync::membership_listener");
+  cfg.add_error_category(caf::atom("dsync"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+    return "dsync_error(" + to_string(static_cast<errc>(code))
+           + (ctx.empty() ? "" : ", " + caf::to_string(ctx)) + ")";
+  });
+}
+
+}  // namespace dsync

@@ -1,0 +1,123 @@
+// dsync-node: reads and validates the settings, then runs one node until SIGTERM/SIGINT.
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <unistd.h>
+
+#include "actors/http_gateway.hpp"
+#include "actors/log.hpp"
+#include "actors/metrics.hpp"
+#include "actors/node_actor.hpp"
+#include "actors/peer_links.hpp"
+#include "app/settings.hpp"
+#include "dsync/api.hpp"
+
+namespace {
+
+using namespace dsync;
+
+struct node_config : caf::actor_system_config {
+  node_config() {
+    register_types(*this);
+    load<caf::io::middleman>();
+    // Lowest round-trip latency on small machines (CAF-0.17-GUIDE §10); overridable.
+    set("scheduler.policy", caf::atom("sharing"));
+    set("scheduler.max-threads", 2);
+  }
+};
+
+int fail(const std::string& message, int code = 2) {
+  std::cerr << "dsync-node: " << message << "\n";
+  return code;
+}
+
+node_info describe(const node_settings& s) {
+  node_info info;
+  info.node_id = s.node_id;
+  info.cluster_id = s.cluster_id;
+  info.software = software_version;
+  info.coherence_protocol = to_string(s.protocol);
+  info.host = s.node_host;
+  info.port = s.node_port;
+  info.http_port = s.http_port;
+  info.started_at_ms = wall_clock_ms();
+  return info;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto parsed = parse_launch(args, current_environment(), read_text_file);
+  if (parsed.error) return fail(parsed.error->message);
+  auto plan = std::move(*parsed.plan);
+  switch (plan.action) {
+    case launch_action::help: std::cout << settings_help("dsync-node"); return 0;
+    case launch_action::version: std::cout << "dsync-node " << software_version << "\n"; return 0;
+    case launch_action::dump_config: std::cout << dump_settings(plan.settings); return 0;
+    case launch_action::run: break;
+  }
+  auto& s = plan.settings;
+  log::init(s.node_id, s.level);
+
+  node_config cfg;
+  std::istringstream no_ini;  // never read caf-application.ini from the working directory
+  if (auto err = cfg.parse(plan.caf_args, no_ini))
+    return fail("bad CAF option: " + caf::actor_system_config::render(err));
+  if (cfg.cli_helptext_printed) return 0;
+
+  auto lock = prepare_data_dir(s);
+  if (lock.error) return fail(lock.error->message);
+
+  // Signals are taken by sigwait() below; block them before CAF starts its threads so
+  // that no other thread receives them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  int exit_code = 0;
+  {
+    caf::actor_system sys{cfg};
+    metrics::registry registry;
+    auto self_info = describe(s);
+    registry.get_gauge("dsync_node_info", "Constant 1, labelled with this node's identity",
+                       {{"node", s.node_id}, {"cluster", s.cluster_id}, {"version", software_version},
+                        {"coherence_protocol", self_info.coherence_protocol}})
+      .set(1);
+    registry.get_gauge("dsync_node_start_time_seconds", "Start time of this node, seconds since the epoch")
+      .set(static_cast<double>(self_info.started_at_ms) / 1000.0);
+
+    auto links = spawn_peer_links(sys, self_info, s.cluster_nodes, timing_from(s), registry);
+    auto node = spawn_node_actor(sys, self_info, links, registry);
+    http_gateway gateway{sys, node, s, registry};
+
+    auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);
+    if (!port) {
+      exit_code = fail("cannot listen on " + s.node_host + ":" + std::to_string(s.node_port) + ": "
+                         + sys.render(port.error()),
+                       1);
+    } else if (auto err = gateway.start()) {
+      exit_code = fail(*err, 1);
+    } else {
+      std::string peers;
+      for (auto& p : s.cluster_nodes) peers += (peers.empty() ? "" : ",") + p.to_string();
+      log::info("node", "started: cluster {} node API {}:{} HTTP {}:{} peers [{}] data {} cache {} {}",
+                s.cluster_id, s.node_host, s.node_port, s.node_host, s.http_port, peers, s.data_dir,
+                to_string(s.protocol), s.cache_size);
+      int sig = 0;
+      sigwait(&stop_signals, &sig);
+      log::info("node", "received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
+    gateway.stop();
+    sys.middleman().unpublish(node, s.node_port);
+    caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(links, caf::exit_reason::user_shutdown);
+  }
+  log::info("node", "stopped");
+  ::close(lock.fd);
+  return exit_code;
+}
