@@ -1,0 +1,209 @@
+"""Runs real dsync-node processes on loopback for integration tests.
+
+Every node is started with PR_SET_PDEATHSIG, so it dies with the test process even when
+the test is killed (CTest timeout); `Cluster` also kills its nodes on exit, on failure
+and on SIGTERM. Nothing here talks to anything but 127.0.0.1.
+"""
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+NODE_BIN = os.environ.get("DSYNC_NODE_BIN", "dsync-node")
+CTL_BIN = os.environ.get("DSYNC_CTL_BIN", "dsyncctl")
+TMP_ROOT = os.environ.get("DSYNC_TEST_TMP", tempfile.gettempdir())
+
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def free_ports(n):
+    """n distinct loopback ports that were free a moment ago."""
+    socks, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def wait_until(predicate, timeout, what, interval=0.05):
+    """Polls predicate until it returns a truthy value; fails naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as e:  # a node still starting refuses connections
+            last = e
+            if not isinstance(e, (OSError, urllib.error.URLError, ValueError, AssertionError)):
+                raise
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def http(port, method, path, body=None, raw=None, timeout=5):
+    """(status, parsed JSON or text) of one request to 127.0.0.1:port."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, text, ctype = r.status, r.read().decode(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        status, text, ctype = e.code, e.read().decode(), e.headers.get("Content-Type", "")
+    return status, (json.loads(text) if "json" in ctype else text)
+
+
+class Node:
+    def __init__(self, cluster, index, node_id, node_port, http_port, env):
+        self.cluster, self.index, self.node_id = cluster, index, node_id
+        self.node_port, self.http_port, self.env = node_port, http_port, env
+        self.proc = None
+        self.log_path = os.path.join(cluster.workdir, f"{node_id}.log")
+
+    def start(self, extra_args=()):
+        env = dict(os.environ)
+        env.update(self.env)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([NODE_BIN, *extra_args], env=env, cwd=self.cluster.workdir,
+                                     stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        log.close()
+        return self
+
+    def wait_ready(self, timeout=10):
+        wait_until(lambda: self.alive_process() and http(self.http_port, "GET", "/v1/health")[0] == 200,
+                   timeout, f"{self.node_id} to answer /v1/health")
+
+    def alive_process(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.node_id} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return True
+
+    def get(self, path):
+        return http(self.http_port, "GET", path)
+
+    def members(self):
+        """{address: member} as this node sees them."""
+        status, body = self.get("/v1/cluster")
+        assert status == 200, (status, body)
+        return {m["address"]: m for m in body["members"]}
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def terminate(self, timeout=10):
+        """SIGTERM, then the exit code (the node must stop by itself within timeout)."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def log_tail(self, lines=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.node_port}"
+
+
+class Cluster:
+    """n nodes configured by environment variables, as in the original design."""
+
+    def __init__(self, n, name="cluster", extra_env=None, per_node_env=None):
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        self.workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
+        ports = free_ports(2 * n)
+        self.nodes = []
+        for i in range(n):
+            node_port, http_port = ports[i], ports[n + i]
+            others = ",".join(f"127.0.0.1:{p}" for p in ports[:n] if p != node_port)
+            env = {"NODE_ID": f"node-{i + 1}", "NODE_HOST": "127.0.0.1", "NODE_PORT": str(node_port),
+                   "HTTP_PORT": str(http_port), "CLUSTER_NODES": others,
+                   "DATA_DIR": os.path.join(self.workdir, f"node-{i + 1}"), "LOG_LEVEL": "debug"}
+            os.makedirs(env["DATA_DIR"])
+            env.update(extra_env or {})
+            env.update((per_node_env or {}).get(i, {}))
+            self.nodes.append(Node(self, i, env["NODE_ID"], node_port, http_port, env))
+        self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, *_):
+        self.kill_all()
+        sys.exit(1)
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        for n in self.nodes:
+            n.wait_ready()
+        return self
+
+    def kill_all(self):
+        for n in self.nodes:
+            if n.proc and n.proc.poll() is None:
+                try:
+                    n.proc.send_signal(signal.SIGCONT)
+                    n.proc.kill()
+                    n.proc.wait(timeout=10)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.kill_all()
+        signal.signal(signal.SIGTERM, self._old_term)
+        if exc_type is not None:
+            for n in self.nodes:
+                print(f"--- log of {n.node_id} ---\n{n.log_tail(60)}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return False
+
+
+def run_tests(tests):
+    """Runs each test function, prints one line each and the closing count; exits 1 on failure."""
+    passed = failed = 0
+    for t in tests:
+        start = time.monotonic()
+        try:
+            t()
+        except Exception as e:
+            failed += 1
+            print(f"FAIL {t.__name__} ({time.monotonic() - start:.1f}s): {type(e).__name__}: {e}", flush=True)
+            import traceback
+            traceback.print_exc()
+        else:
+            passed += 1
+            print(f"ok   {t.__name__} ({time.monotonic() - start:.1f}s)", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
