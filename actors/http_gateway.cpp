@@ -143,7 +143,7 @@ struct http_gateway::impl {
           return send_error(res, 413, "payload_too_large",
                             "request body exceeds " + std::to_string(settings.http_max_body_bytes) + " bytes");
         case 414: return send_error(res, 414, "uri_too_long", "request line too long");
-        case 400: return send_error(res, 400, "bad_request", "malformed HTTP request");
+        case 400: return send_error(res, 400, "bad_request", "malformed request, or a header line over 8 KiB");
         default: return send_error(res, res.status, "http_error", "HTTP status " + std::to_string(res.status));
       }
     });

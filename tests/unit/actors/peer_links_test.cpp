@@ -1,0 +1,131 @@
+// Peer links between two actor systems in one process, over real loopback sockets:
+// handshake, subscription events, refusal of an incompatible peer, loss of a peer.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <memory>
+
+#include "actors/node_actor.hpp"
+#include "actors/peer_links.hpp"
+
+using namespace dsync;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct test_config : caf::actor_system_config {
+  test_config() {
+    register_types(*this);
+    load<caf::io::middleman>();
+    set("scheduler.max-threads", 2);
+  }
+};
+
+node_info info_of(const std::string& id, const std::string& cluster = "c1") {
+  node_info i;
+  i.node_id = id;
+  i.cluster_id = cluster;
+  i.software = software_version;
+  i.coherence_protocol = "MESI";
+  i.host = "127.0.0.1";
+  return i;
+}
+
+peer_timing fast_timing() {
+  return peer_timing{50ms, 300ms, 800ms, 800ms, 20ms, 200ms};
+}
+
+// One node: an actor system with its node actor published on a free loopback port.
+struct test_node {
+  test_config cfg;
+  caf::actor_system sys{cfg};
+  metrics::registry registry;
+  node_info info;
+  peer_links_actor links;
+  node_api node;
+  uint16_t port = 0;
+
+  test_node(node_info self, std::vector<peer_address> peers) : info(std::move(self)) {
+    links = spawn_peer_links(sys, info, std::move(peers), fast_timing(), registry);
+    node = spawn_node_actor(sys, info, links, registry);
+    auto p = sys.middleman().publish(node, 0, "127.0.0.1", true);
+    REQUIRE(p);
+    port = *p;
+  }
+  ~test_node() { stop(); }
+  void stop() {
+    if (!node) return;
+    sys.middleman().unpublish(node, port);
+    caf::anon_send_exit(node, caf::exit_reason::kill);
+    caf::anon_send_exit(links, caf::exit_reason::kill);
+    node = nullptr;
+  }
+};
+
+// Waits for the next membership event whose state is `state`, skipping others.
+member_status next_event(caf::scoped_actor& self, const std::string& state) {
+  member_status found;
+  bool done = false;
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    self->receive([&](member_atom, member_status& m) {
+                    if (m.state == state) {
+                      found = m;
+                      done = true;
+                    }
+                  },
+                  caf::after(std::chrono::milliseconds(100)) >> [] {});
+  }
+  REQUIRE_MESSAGE(done, "no member event with state " << state);
+  return found;
+}
+
+}  // namespace
+
+TEST_CASE("a peer becomes alive after the handshake, subscribers see it, and see it go down") {
+  auto a = std::make_unique<test_node>(info_of("a"), std::vector<peer_address>{});
+  test_node b{info_of("b"), {peer_address{"127.0.0.1", a->port}}};
+  caf::scoped_actor self{b.sys};
+  self->send(b.links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
+  auto alive = next_event(self, "alive");
+  CHECK(alive.node_id == "a");
+  CHECK(alive.address == "127.0.0.1:" + std::to_string(a->port));
+  CHECK(alive.last_contact_ms > 0);
+
+  std::vector<member_status> members;
+  self->request(b.links, 2s, members_atom::value).receive(
+    [&](std::vector<member_status>& m) { members = m; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
+  REQUIRE(members.size() == 1);
+  CHECK(members[0].state == "alive");
+  CHECK(b.registry.get_gauge("dsync_peers", "Peers of this node by link state", {{"state", "alive"}}).value() == 1);
+
+  a.reset();  // the whole actor system of a goes away, closing the connection
+  auto down = next_event(self, "down");
+  CHECK(down.node_id == "a");
+  CHECK_FALSE(down.reason.empty());
+}
+
+TEST_CASE("a peer of another cluster is refused on both sides, with the reason") {
+  test_node a{info_of("a", "c1"), {}};
+  test_node b{info_of("b", "c2"), {peer_address{"127.0.0.1", a.port}}};
+  caf::scoped_actor self{b.sys};
+  self->send(b.links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
+  auto refused = next_event(self, "refused");
+  CHECK(refused.reason.find("cluster id") != std::string::npos);
+  CHECK(a.registry.get_counter("dsync_peer_handshakes_refused_total",
+                               "Handshakes refused because cluster settings disagree", {{"by", "us"}})
+          .value() >= 1);
+}
+
+TEST_CASE("check_compatible names the setting that differs") {
+  auto mine = info_of("a");
+  CHECK_FALSE(check_compatible(mine, info_of("b")));
+  auto other = info_of("b");
+  other.coherence_protocol = "MOESI";
+  CHECK(*check_compatible(mine, other) == "coherence protocol MOESI differs from ours (MESI)");
+  other = info_of("b");
+  other.protocol = 99;
+  CHECK(check_compatible(mine, other)->find("protocol version 99") != std::string::npos);
+  CHECK(check_compatible(mine, info_of("a"))->find("node id a is ours too") != std::string::npos);
+  CHECK(check_compatible(mine, info_of("b", "zz"))->find("cluster id zz") != std::string::npos);
+}
