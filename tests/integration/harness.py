@@ -20,6 +20,7 @@ import urllib.request
 NODE_BIN = os.environ.get("DSYNC_NODE_BIN", "dsync-node")
 CTL_BIN = os.environ.get("DSYNC_CTL_BIN", "dsyncctl")
 TMP_ROOT = os.environ.get("DSYNC_TEST_TMP", tempfile.gettempdir())
+os.makedirs(TMP_ROOT, exist_ok=True)
 
 _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 _PR_SET_PDEATHSIG = 1
@@ -139,7 +140,6 @@ class Cluster:
     """n nodes configured by environment variables, as in the original design."""
 
     def __init__(self, n, name="cluster", extra_env=None, per_node_env=None):
-        os.makedirs(TMP_ROOT, exist_ok=True)
         self.workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
         ports = free_ports(2 * n)
         self.nodes = []

@@ -30,7 +30,6 @@ def test_example_cluster_files_parse():
 
 
 def test_one_cluster_file_for_all_members():
-    os.makedirs(TMP_ROOT, exist_ok=True)
     with Cluster(3, "clusterfile") as c:
         path = os.path.join(c.workdir, "cluster.ini")
         with open(path, "w") as f:
