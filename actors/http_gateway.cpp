@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "actors/log.hpp"
@@ -28,12 +29,49 @@ void send_error(httplib::Response& res, int status, const std::string& code, con
   send_json(res, status, json{{"error", code}, {"message", message}});
 }
 
+// The human part of an error: a dsync error's reason, or CAF's rendering of another.
+std::string message_of(const caf::error& err) {
+  if (err.category() == caf::atom("dsync") && err.context().match_elements<std::string>())
+    return err.context().get_as<std::string>(0);
+  if (err == caf::sec::request_timeout) return "no answer within the request timeout";
+  return error_reason(err);
+}
+
 // Maps a node's answer to HTTP: no quorum or no answer in time is 503.
 void send_failure(httplib::Response& res, const caf::error& err) {
   if (err == errc::unavailable || err == caf::sec::request_timeout)
-    return send_error(res, 503, "unavailable", error_reason(err));
-  if (err == errc::bad_request) return send_error(res, 400, "bad_request", error_reason(err));
-  send_error(res, 500, "internal", error_reason(err));
+    return send_error(res, 503, "unavailable", message_of(err));
+  if (err == errc::bad_request) return send_error(res, 400, "bad_request", message_of(err));
+  if (err == errc::not_found) return send_error(res, 404, "not_found", message_of(err));
+  if (err == errc::not_leader) return send_error(res, 503, "unavailable", "no reachable Raft leader");
+  send_error(res, 500, "internal", message_of(err));
+}
+
+// Parses a JSON object body; on failure writes the 400 and returns nothing.
+std::optional<json> parse_body(const httplib::Request& req, httplib::Response& res) {
+  auto body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded()) {
+    send_error(res, 400, "bad_request", "the body is not valid JSON");
+    return std::nullopt;
+  }
+  if (!body.is_object()) {
+    send_error(res, 400, "bad_request", "the body must be a JSON object");
+    return std::nullopt;
+  }
+  return body;
+}
+
+json to_json(const group_status& g) {
+  return json{{"group", g.group},
+              {"leader", g.leader.empty() ? json(nullptr) : json(g.leader)},
+              {"term", g.term},
+              {"role", g.role},
+              {"commit_index", g.commit_index},
+              {"applied_index", g.applied_index},
+              {"last_index", g.last_index},
+              {"snapshot_index", g.snapshot_index},
+              {"voters", g.voters},
+              {"learners", g.learners}};
 }
 
 json to_json(const member_status& m) {
@@ -101,12 +139,38 @@ struct http_gateway::impl {
       if (!r) return send_failure(res, r.error());
       json members = json::array();
       for (auto& m : r->members) members.push_back(to_json(m));
+      json groups = json::array();
+      for (auto& g : r->groups) groups.push_back(to_json(g));
       send_json(res, 200,
                 json{{"node", r->node_id},
                      {"cluster_id", r->cluster_id},
                      {"leader", r->leader.empty() ? json(nullptr) : json(r->leader)},
                      {"term", r->term},
-                     {"members", members}});
+                     {"members", members},
+                     {"groups", groups}});
+    });
+    route("PUT", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto v = body->find("value");
+      if (v == body->end() || !v->is_string())
+        return send_error(res, 400, "bad_request", "the body needs \"value\": a string");
+      auto r = ask<uint64_t>(kv_put_atom::value, std::string{req.matches[1]}, v->get<std::string>(), false);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"revision", *r}});
+    });
+    route("GET", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto consistency = req.has_param("consistency") ? req.get_param_value("consistency") : "linearizable";
+      if (consistency != "linearizable" && consistency != "stale")
+        return send_error(res, 400, "bad_request", "consistency must be linearizable or stale, not " + consistency);
+      auto r = ask<kv_entry>(kv_get_atom::value, std::string{req.matches[1]}, consistency == "linearizable", false);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"key", r->key}, {"value", r->value}, {"revision", r->revision}});
+    });
+    route("DELETE", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto r = ask<uint64_t>(kv_del_atom::value, std::string{req.matches[1]}, false);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"revision", *r}});
     });
     route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.status = 200;

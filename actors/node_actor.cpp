@@ -2,46 +2,115 @@
 
 #include <chrono>
 
+#include "actors/control_machine.hpp"
 #include "actors/log.hpp"
 
 namespace dsync {
 
 namespace {
 
+using namespace std::chrono_literals;
+
+// Inner steps leave time for the outer ones within the gateway's 5 s.
+constexpr auto local_timeout = 3s;
+constexpr auto forward_timeout = 4s;
+
 struct node_state {
   node_info self;
   peer_links_actor links;
+  raft_host_actor raft;
   metrics::registry* metrics = nullptr;
+  metrics::counter* forwarded = nullptr;
   static const char* name;
 };
 const char* node_state::name = "node-api";
 
 using self_ptr = node_api::stateful_pointer<node_state>;
 
+std::string context_string(const caf::error& err) {
+  if (err.context().match_elements<std::string>()) return err.context().get_as<std::string>(0);
+  return {};
+}
+
+// Sends the same request to the leader's node actor (marked forwarded) and relays its answer.
+template <class T, class... Ts>
+void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, Ts... xs) {
+  self->state.forwarded->inc();
+  self->request(self->state.links, local_timeout, lookup_atom::value, leader)
+    .then(
+      [=](node_api& remote) mutable {
+        self->request(remote, forward_timeout, xs...)
+          .then([=](T& answer) mutable { rp.deliver(std::move(answer)); },
+                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      },
+      [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+}
+
+std::optional<std::string> check_key(const std::string& key) {
+  if (key.empty()) return "the key is empty";
+  if (key.size() > kv::max_key_bytes)
+    return "the key is " + std::to_string(key.size()) + " bytes; the limit is " + std::to_string(kv::max_key_bytes);
+  return std::nullopt;
+}
+
+// Proposes a KV write to the control group; on a follower, forwards the client's request
+// (`retry`: the same request with forwarded = true) to the leader, unless it was forwarded.
+template <class... Retry>
+caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forwarded, Retry... retry) {
+  auto rp = self->make_response_promise<uint64_t>();
+  self->request(self->state.raft, local_timeout, propose_atom::value, control_group, control::kv_command(c))
+    .then(
+      [=](std::string& answer) mutable {
+        kv::outcome o;
+        if (!kv::decode(answer, o)) { rp.deliver(make_error(errc::internal, "malformed answer from the state machine")); return; }
+        rp.deliver(o.revision);
+      },
+      [=](caf::error& err) mutable {
+        if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
+        auto leader = context_string(err);
+        if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
+        forward_to_leader<uint64_t>(self, rp, leader, retry...);
+      });
+  return rp;
+}
+
 }  // namespace
 
-node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_links_actor links,
+node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_links_actor links, raft_host_actor raft,
                           metrics::registry& registry) {
   return sys.spawn([=, &registry](self_ptr self) -> node_api::behavior_type {
     self->state.self = self_info;
     self->state.links = links;
+    self->state.raft = raft;
     self->state.metrics = &registry;
+    self->state.forwarded =
+      &registry.get_counter("dsync_requests_forwarded_total", "Requests forwarded to the Raft leader's node");
     return {
       [=](health_atom) { return health_status{self->state.self.node_id, "ok"}; },
       [=](cluster_atom) -> caf::result<cluster_status> {
         auto rp = self->make_response_promise<cluster_status>();
-        self->request(self->state.links, std::chrono::seconds(2), members_atom::value)
+        self->request(self->state.links, 2s, members_atom::value)
           .then(
             [=](std::vector<member_status>& peers) mutable {
               auto& me = self->state.self;
               cluster_status out;
               out.node_id = me.node_id;
               out.cluster_id = me.cluster_id;
-              out.members.push_back(member_status{me.host + ":" + std::to_string(me.port), me.node_id,
-                                                  "self", "", me.started_at_ms, wall_clock_ms(),
-                                                  me.http_port});
+              out.members.push_back(member_status{me.host + ":" + std::to_string(me.port), me.node_id, "self", "",
+                                                  me.started_at_ms, wall_clock_ms(), me.http_port});
               for (auto& p : peers) out.members.push_back(std::move(p));
-              rp.deliver(std::move(out));
+              self->request(self->state.raft, 2s, status_atom::value)
+                .then(
+                  [=](std::vector<group_status>& groups) mutable {
+                    for (auto& g : groups)
+                      if (g.group == control_group) {
+                        out.leader = g.leader;
+                        out.term = g.term;
+                      }
+                    out.groups = std::move(groups);
+                    rp.deliver(std::move(out));
+                  },
+                  [=](caf::error&) mutable { rp.deliver(std::move(out)); });
             },
             [=](caf::error& err) mutable {
               rp.deliver(make_error(errc::unavailable, "membership view: " + self->system().render(err)));
@@ -50,11 +119,10 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
       },
       [=](hello_atom, const node_info& peer) -> caf::result<node_info> {
         if (auto why = check_compatible(self->state.self, peer)) {
-          log::error("peers", "refusing handshake from {} at {}:{}: {}", peer.node_id, peer.host,
-                     peer.port, *why);
+          log::error("peers", "refusing handshake from {} at {}:{}: {}", peer.node_id, peer.host, peer.port, *why);
           self->state.metrics
-            ->get_counter("dsync_peer_handshakes_refused_total",
-                          "Handshakes refused because cluster settings disagree", {{"by", "us"}})
+            ->get_counter("dsync_peer_handshakes_refused_total", "Handshakes refused because cluster settings disagree",
+                          {{"by", "us"}})
             .inc();
           return make_error(errc::handshake_refused, *why);
         }
@@ -62,6 +130,39 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
         return self->state.self;
       },
       [=](ping_atom, const std::string&, uint64_t seq) { return seq; },
+      [=](raft_atom, raft::message& m) { self->send(self->state.raft, raft_atom::value, std::move(m)); },
+      [=](kv_put_atom, std::string& key, std::string& value, bool forwarded) -> caf::result<uint64_t> {
+        if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);
+        if (value.size() > kv::max_value_bytes)
+          return make_error(errc::bad_request, "the value is " + std::to_string(value.size()) +
+                                                 " bytes; the limit is " + std::to_string(kv::max_value_bytes));
+        return kv_write(self, kv::command{kv::op::put, key, value}, forwarded, kv_put_atom::value, key, value, true);
+      },
+      [=](kv_del_atom, std::string& key, bool forwarded) -> caf::result<uint64_t> {
+        if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);
+        return kv_write(self, kv::command{kv::op::erase, key, {}}, forwarded, kv_del_atom::value, key, true);
+      },
+      [=](kv_get_atom, std::string& key, bool linearizable, bool forwarded) -> caf::result<kv_entry> {
+        if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);
+        auto rp = self->make_response_promise<kv_entry>();
+        auto deliver = [=](const std::string& answer) mutable {
+          std::optional<kv::value_record> v;
+          if (!control::decode_kv_answer(answer, v))
+            { rp.deliver(make_error(errc::internal, "malformed answer from the state machine")); return; }
+          if (!v) { rp.deliver(make_error(errc::not_found, "no value for key " + key)); return; }
+          rp.deliver(kv_entry{key, v->value, v->revision});
+        };
+        self->request(self->state.raft, local_timeout, query_atom::value, control_group, control::kv_query(key),
+                      linearizable)
+          .then([=](std::string& answer) mutable { deliver(answer); },
+                [=](caf::error& err) mutable {
+                  if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
+                  auto leader = context_string(err);
+                  if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
+                  forward_to_leader<kv_entry>(self, rp, leader, kv_get_atom::value, key, linearizable, true);
+                });
+        return rp;
+      },
     };
   });
 }

@@ -68,6 +68,8 @@ struct peer_links_state {
   std::vector<membership_listener> listeners;
   metrics::registry* metrics = nullptr;
   metrics::histogram* ping_seconds = nullptr;
+  metrics::counter* raft_sent = nullptr;
+  metrics::counter* raft_dropped = nullptr;
   static const char* name;
 };
 const char* peer_links_state::name = "peer-links";
@@ -247,6 +249,9 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
       p.since_ms = wall_clock_ms();
       st.peers.push_back(p);
     }
+    st.raft_sent = &registry.get_counter("dsync_raft_messages_sent_total", "Raft messages sent to peers");
+    st.raft_dropped = &registry.get_counter("dsync_raft_messages_unroutable_total",
+                                            "Raft messages dropped because their peer was not linked");
     update_gauges(self);
     self->set_down_handler([=](caf::down_msg& dm) {
       auto& peers = self->state.peers;
@@ -283,6 +288,20 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
             connect(self, i);
           }
         }
+      },
+      [=](raft_atom, raft::message& m) {
+        for (auto& p : self->state.peers)
+          if (p.handle && p.node_id == m.to) {
+            self->state.raft_sent->inc();
+            self->send(p.handle, raft_atom::value, std::move(m));
+            return;
+          }
+        self->state.raft_dropped->inc();
+      },
+      [=](lookup_atom, const std::string& node_id) -> caf::result<node_api> {
+        for (auto& p : self->state.peers)
+          if (p.handle && p.node_id == node_id) return p.handle;
+        return make_error(errc::unavailable, "node " + node_id + " is not reachable from here");
       },
       [=](tick_atom) {
         ping_round(self);

@@ -27,6 +27,11 @@ using peer_links_actor = caf::typed_actor<
   // A peer's handshake reached our node actor: learn its id, and relink at once if our
   // link to it is down (it has probably just restarted).
   caf::reacts_to<hello_atom, node_info>,
+  // Raft transport: sends the message to the node actor of message.to; dropped (and
+  // counted) while that peer is not linked, which Raft tolerates like a lost packet.
+  caf::reacts_to<raft_atom, raft::message>,
+  // The node API of a linked peer, by node id; errc::unavailable if it is not linked.
+  caf::replies_to<lookup_atom, std::string>::with<node_api>,
   // Internal timers; stale ones are recognised by their generation number.
   caf::reacts_to<tick_atom>, caf::reacts_to<retry_atom, uint64_t, uint64_t>>;
 

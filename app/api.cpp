@@ -9,6 +9,9 @@ std::string to_string(errc x) {
     case errc::handshake_refused: return "handshake_refused";
     case errc::unavailable: return "unavailable";
     case errc::bad_request: return "bad_request";
+    case errc::not_leader: return "not_leader";
+    case errc::not_found: return "not_found";
+    case errc::internal: return "internal";
   }
   return "unknown";
 }
@@ -28,6 +31,9 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<member_status>("dsync::member_status");
   cfg.add_message_type<cluster_status>("dsync::cluster_status");
   cfg.add_message_type<health_status>("dsync::health_status");
+  cfg.add_message_type<group_status>("dsync::group_status");
+  cfg.add_message_type<kv_entry>("dsync::kv_entry");
+  cfg.add_message_type<raft::message>("dsync::raft::message");
   cfg.add_message_type<node_api>("dsync::node_api");
   cfg.add_message_type<membership_listener>("dsync::membership_listener");
   cfg.add_error_category(caf::atom("dsync"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {

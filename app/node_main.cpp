@@ -10,6 +10,7 @@
 #include "actors/metrics.hpp"
 #include "actors/node_actor.hpp"
 #include "actors/peer_links.hpp"
+#include "actors/raft/raft_host.hpp"
 #include "app/settings.hpp"
 #include "dsync/api.hpp"
 
@@ -43,6 +44,17 @@ node_info describe(const node_settings& s) {
   info.http_port = s.http_port;
   info.started_at_ms = wall_clock_ms();
   return info;
+}
+
+// Raft logs of this node. Memory-backed until the write-ahead log lands: a restarted
+// node rejoins with an empty log and catches up from the leader.
+log_opener open_logs(const node_settings&) {
+  return log_opener{
+    [](uint64_t) { return false; },
+    [](uint64_t, const raft::configuration& bootstrap) -> std::unique_ptr<log_store> {
+      return std::make_unique<memory_log_store>(bootstrap);
+    },
+  };
 }
 
 }  // namespace
@@ -92,7 +104,17 @@ int main(int argc, char** argv) {
       .set(static_cast<double>(self_info.started_at_ms) / 1000.0);
 
     auto links = spawn_peer_links(sys, self_info, s.cluster_nodes, timing_from(s), registry);
-    auto node = spawn_node_actor(sys, self_info, links, registry);
+    raft_host_settings rs;
+    rs.self = s.node_id;
+    rs.expected_peers = s.cluster_nodes.size();
+    rs.group_defaults.tick_interval = std::chrono::milliseconds{s.raft_tick_ms};
+    rs.group_defaults.election_ticks = s.raft_election_ticks;
+    rs.group_defaults.heartbeat_ticks = s.raft_heartbeat_ticks;
+    rs.group_defaults.snapshot_every_entries = s.raft_snapshot_entries;
+    rs.group_defaults.seed = std::hash<std::string>{}(s.node_id) ^ self_info.started_at_ms;
+    rs.group_defaults.request_timeout = std::chrono::seconds(3);
+    auto raft = spawn_raft_host(sys, rs, open_logs(s), links, registry);
+    auto node = spawn_node_actor(sys, self_info, links, raft, registry);
     http_gateway gateway{sys, node, s, registry};
 
     auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);
@@ -115,6 +137,7 @@ int main(int argc, char** argv) {
     gateway.stop();
     sys.middleman().unpublish(node, s.node_port);
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(raft, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(links, caf::exit_reason::user_shutdown);
   }
   log::info("node", "stopped");

@@ -235,6 +235,31 @@ const std::vector<setting_def>& setting_table() {
        s.peer_down_ms = static_cast<uint32_t>(x);
        return {};
      }},
+    {"raft-tick-ms", "RAFT_TICK_MS", "25", "length of one Raft tick, in ms (1..1000)",
+     [](node_settings& s, const std::string& v) -> check_result {
+       uint64_t x = 0;
+       if (auto err = parse_uint(v, 1, 1000, x)) return err;
+       s.raft_tick_ms = static_cast<uint32_t>(x);
+       return {};
+     }},
+    {"raft-election-ticks", "RAFT_ELECTION_TICKS", "10",
+     "election timeout in ticks, randomized over [n, 2n) (3..1000)",
+     [](node_settings& s, const std::string& v) -> check_result {
+       uint64_t x = 0;
+       if (auto err = parse_uint(v, 3, 1000, x)) return err;
+       s.raft_election_ticks = static_cast<uint32_t>(x);
+       return {};
+     }},
+    {"raft-heartbeat-ticks", "RAFT_HEARTBEAT_TICKS", "2", "leader heartbeat interval in ticks (1..100)",
+     [](node_settings& s, const std::string& v) -> check_result {
+       uint64_t x = 0;
+       if (auto err = parse_uint(v, 1, 100, x)) return err;
+       s.raft_heartbeat_ticks = static_cast<uint32_t>(x);
+       return {};
+     }},
+    {"raft-snapshot-entries", "RAFT_SNAPSHOT_ENTRIES", "10000",
+     "applied entries between two snapshots of a group (100..100000000)",
+     [](node_settings& s, const std::string& v) { return parse_uint(v, 100, 100000000, s.raft_snapshot_entries); }},
     {"http-max-body-bytes", "HTTP_MAX_BODY_BYTES", "1048576",
      "largest HTTP request body accepted (1024..67108864); larger ones get 413",
      [](node_settings& s, const std::string& v) {
@@ -498,6 +523,9 @@ parse_result parse_launch(const std::vector<std::string>& args,
     return fail(fmt::format("peer timing must satisfy PEER_PING_MS < PEER_SUSPECT_MS < PEER_DOWN_MS "
                             "(got {} / {} / {})",
                             s.peer_ping_ms, s.peer_suspect_ms, s.peer_down_ms));
+  if (s.raft_heartbeat_ticks >= s.raft_election_ticks)
+    return fail(fmt::format("RAFT_HEARTBEAT_TICKS ({}) must be below RAFT_ELECTION_TICKS ({})",
+                            s.raft_heartbeat_ticks, s.raft_election_ticks));
   if (s.data_dir.empty()) s.data_dir = "dsync-data/" + s.node_id;
 
   plan.caf_args.insert(plan.caf_args.begin(), file.caf_args.begin(), file.caf_args.end());
@@ -565,10 +593,12 @@ std::string dump_settings(const node_settings& s) {
     "node-id = \"{}\"\nnode-host = \"{}\"\nnode-port = {}\nhttp-port = {}\ncluster-nodes = \"{}\"\n"
     "cluster-id = \"{}\"\ndata-dir = \"{}\"\nredis-host = \"{}\"\nredis-port = {}\ncache-size = {}\n"
     "cache-coherence-protocol = \"{}\"\nlog-level = \"{}\"\npeer-ping-ms = {}\npeer-suspect-ms = {}\n"
-    "peer-down-ms = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
+    "peer-down-ms = {}\nraft-tick-ms = {}\nraft-election-ticks = {}\nraft-heartbeat-ticks = {}\n"
+    "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
     s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.data_dir, s.redis_host,
     s.redis_port, s.cache_size, to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
-    s.peer_suspect_ms, s.peer_down_ms, s.http_max_body_bytes, s.http_threads);
+    s.peer_suspect_ms, s.peer_down_ms, s.raft_tick_ms, s.raft_election_ticks, s.raft_heartbeat_ticks,
+    s.raft_snapshot_entries, s.http_max_body_bytes, s.http_threads);
 }
 
 data_dir_lock prepare_data_dir(node_settings& s) {

@@ -48,6 +48,10 @@ struct node_settings {
   uint32_t peer_ping_ms = 200;      // how often a peer is pinged
   uint32_t peer_suspect_ms = 1000;  // no answer for this long: suspected
   uint32_t peer_down_ms = 3000;     // no answer for this long: down
+  uint32_t raft_tick_ms = 25;          // one logical tick of every Raft group
+  uint32_t raft_election_ticks = 10;   // election timeout: [10, 20) ticks
+  uint32_t raft_heartbeat_ticks = 2;
+  uint64_t raft_snapshot_entries = 10000;  // applied entries between snapshots
   uint64_t http_max_body_bytes = 1 << 20;
   uint32_t http_threads = 8;
 };

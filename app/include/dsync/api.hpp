@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "protocols/raft/types.hpp"
+
 namespace dsync {
 
 // Bumped when the wire format of any message changes; nodes of another major refuse
@@ -28,12 +30,25 @@ using subscribe_atom = caf::atom_constant<caf::atom("p_subscr")>;
 using member_atom = caf::atom_constant<caf::atom("p_member")>;
 using retry_atom = caf::atom_constant<caf::atom("p_retry")>;
 using tick_atom = caf::atom_constant<caf::atom("p_tick")>;
+using raft_atom = caf::atom_constant<caf::atom("r_msg")>;
+using propose_atom = caf::atom_constant<caf::atom("r_propose")>;
+using query_atom = caf::atom_constant<caf::atom("r_query")>;
+using status_atom = caf::atom_constant<caf::atom("r_status")>;
+using synced_atom = caf::atom_constant<caf::atom("r_synced")>;
+using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
+using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
+using kv_put_atom = caf::atom_constant<caf::atom("kv_put")>;
+using kv_get_atom = caf::atom_constant<caf::atom("kv_get")>;
+using kv_del_atom = caf::atom_constant<caf::atom("kv_del")>;
 
 // Errors a node answers with; they cross the network intact (code, category, context).
 enum class errc : uint8_t {
   handshake_refused = 1,  // a peer whose cluster settings disagree
   unavailable,            // no quorum / the serving actor could not be reached in time
   bad_request,            // malformed or out-of-range input
+  not_leader,             // context: the leader's node id ("" if unknown)
+  not_found,              // no such key / lock / message
+  internal,               // a bug or a failed disk: the node logs it
 };
 inline caf::error make_error(errc x) {
   return caf::error{static_cast<uint8_t>(x), caf::atom("dsync")};
@@ -79,17 +94,48 @@ typename Inspector::result_type inspect(Inspector& f, member_status& x) {
            x.since_ms, x.last_contact_ms, x.http_port);
 }
 
+// One Raft group as this node sees it.
+struct group_status {
+  uint64_t group = 0;
+  std::string leader;  // "" while no leader is known
+  uint64_t term = 0;
+  std::string role;    // follower, pre_candidate, candidate, leader, or "starting"
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  uint64_t last_index = 0;
+  uint64_t snapshot_index = 0;
+  std::vector<std::string> voters;
+  std::vector<std::string> learners;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, group_status& x) {
+  return f(caf::meta::type_name("group_status"), x.group, x.leader, x.term, x.role, x.commit_index,
+           x.applied_index, x.last_index, x.snapshot_index, x.voters, x.learners);
+}
+
 struct cluster_status {
   std::string node_id;
   std::string cluster_id;
-  std::string leader;  // "" while no leader is known
-  uint64_t term = 0;
+  std::string leader;  // leader of the control group; "" while no leader is known
+  uint64_t term = 0;   // term of the control group
   std::vector<member_status> members;  // this node first
+  std::vector<group_status> groups;    // the control group (0) first
 };
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, cluster_status& x) {
   return f(caf::meta::type_name("cluster_status"), x.node_id, x.cluster_id, x.leader, x.term,
-           x.members);
+           x.members, x.groups);
+}
+
+// A value of the replicated key-value store (control group).
+struct kv_entry {
+  std::string key;
+  std::string value;
+  uint64_t revision = 0;  // log index of the write that set it
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, kv_entry& x) {
+  return f(caf::meta::type_name("kv_entry"), x.key, x.value, x.revision);
 }
 
 struct health_status {
@@ -108,7 +154,15 @@ using node_api = caf::typed_actor<
   // Peer handshake: refused with errc::handshake_refused when cluster settings disagree.
   caf::replies_to<hello_atom, node_info>::with<node_info>,
   // Liveness probe between peers: (sender node id, sequence) -> sequence.
-  caf::replies_to<ping_atom, std::string, uint64_t>::with<uint64_t>>;
+  caf::replies_to<ping_atom, std::string, uint64_t>::with<uint64_t>,
+  // Raft traffic between nodes, dispatched to the local actor of message.group.
+  caf::reacts_to<raft_atom, raft::message>,
+  // Replicated key-value store. put/del answer the revision (log index) of the write;
+  // get(key, linearizable) answers the entry or errc::not_found. Any node serves any
+  // request; the forwarded flag (set by nodes, not clients) stops a second forward.
+  caf::replies_to<kv_put_atom, std::string, std::string, bool>::with<uint64_t>,
+  caf::replies_to<kv_del_atom, std::string, bool>::with<uint64_t>,
+  caf::replies_to<kv_get_atom, std::string, bool, bool>::with<kv_entry>>;
 
 // Receives membership changes (one member_status per change).
 using membership_listener = caf::typed_actor<caf::reacts_to<member_atom, member_status>>;

@@ -99,7 +99,8 @@ TEST_CASE("every setting is read from its environment variable") {
                    {"REDIS_HOST", "10.0.0.5"}, {"REDIS_PORT", "6380"}, {"CACHE_SIZE", "5"},
                    {"CACHE_COHERENCE_PROTOCOL", "mosi"}, {"LOG_LEVEL", "WARN"}, {"PEER_PING_MS", "100"},
                    {"PEER_SUSPECT_MS", "500"}, {"PEER_DOWN_MS", "900"}, {"HTTP_MAX_BODY_BYTES", "4096"},
-                   {"HTTP_THREADS", "3"}});
+                   {"HTTP_THREADS", "3"}, {"RAFT_TICK_MS", "10"}, {"RAFT_ELECTION_TICKS", "20"},
+                   {"RAFT_HEARTBEAT_TICKS", "3"}, {"RAFT_SNAPSHOT_ENTRIES", "500"}});
   CHECK(s.node_id == "n.1_a-b");
   CHECK(s.node_host == "localhost");
   CHECK(s.node_port == 7000);
@@ -117,6 +118,10 @@ TEST_CASE("every setting is read from its environment variable") {
   CHECK(s.peer_down_ms == 900);
   CHECK(s.http_max_body_bytes == 4096);
   CHECK(s.http_threads == 3);
+  CHECK(s.raft_tick_ms == 10);
+  CHECK(s.raft_election_ticks == 20);
+  CHECK(s.raft_heartbeat_ticks == 3);
+  CHECK(s.raft_snapshot_entries == 500);
 }
 
 TEST_CASE("a cluster file lists every member; NODE_ID picks this node's entry") {
@@ -215,6 +220,10 @@ TEST_CASE("bad values name the variable, the value and what is expected") {
   CHECK(contains(with("PEER_DOWN_MS", "1"), "out of range"));
   CHECK(contains(with("HTTP_MAX_BODY_BYTES", "10"), "out of range (expected 1024..67108864)"));
   CHECK(contains(with("HTTP_THREADS", "0"), "out of range (expected 1..256)"));
+  CHECK(contains(with("RAFT_TICK_MS", "0"), "RAFT_TICK_MS=0: out of range (expected 1..1000)"));
+  CHECK(contains(with("RAFT_ELECTION_TICKS", "2"), "out of range (expected 3..1000)"));
+  CHECK(contains(with("RAFT_HEARTBEAT_TICKS", "x"), "not a whole number"));
+  CHECK(contains(with("RAFT_SNAPSHOT_ENTRIES", "5"), "out of range (expected 100..100000000)"));
 }
 
 TEST_CASE("CLUSTER_NODES errors: syntax, duplicates, this node itself") {
@@ -249,6 +258,8 @@ TEST_CASE("cross-setting rules") {
   CHECK(contains(error_of({}, {{"NODE_ID", "n"}, {"PEER_SUSPECT_MS", "5000"}}),
                  "PEER_PING_MS < PEER_SUSPECT_MS < PEER_DOWN_MS (got 200 / 5000 / 3000)"));
   CHECK(contains(error_of({}, {{"NODE_ID", "n"}, {"PEER_PING_MS", "1000"}}), "PEER_PING_MS < PEER_SUSPECT_MS"));
+  CHECK(error_of({}, {{"NODE_ID", "n"}, {"RAFT_HEARTBEAT_TICKS", "10"}}) ==
+        "RAFT_HEARTBEAT_TICKS (10) must be below RAFT_ELECTION_TICKS (10)");
 }
 
 TEST_CASE("command-line errors") {

@@ -1,0 +1,378 @@
+#include "actors/raft/raft_group.hpp"
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <optional>
+
+#include "actors/log.hpp"
+
+namespace dsync {
+
+namespace {
+
+using clock_type = caf::actor_clock::time_point;
+
+struct pending_proposal {
+  uint64_t term = 0;
+  caf::typed_response_promise<std::string> promise;
+  clock_type deadline;
+};
+
+struct pending_read {
+  std::string request;
+  caf::typed_response_promise<std::string> promise;
+  clock_type deadline;
+  uint64_t index = 0;  // read index once confirmed; 0 while the leader confirms
+  bool confirmed = false;
+};
+
+struct group_metrics {
+  metrics::gauge* term;
+  metrics::gauge* commit;
+  metrics::gauge* applied;
+  metrics::gauge* last_index;
+  metrics::gauge* is_leader;
+  metrics::counter* leader_changes;
+  metrics::counter* proposals_ok;
+  metrics::counter* proposals_refused;
+  metrics::counter* proposals_lost;
+  metrics::counter* snapshots;
+  metrics::counter* batches;
+  metrics::histogram* write_seconds;
+  metrics::histogram* fsync_seconds;
+  metrics::histogram* commit_seconds;
+};
+
+struct group_state {
+  raft_group_settings settings;
+  std::shared_ptr<log_store> store;  // shared with the storage thread, which only calls sync()
+  std::unique_ptr<state_machine> sm;
+  std::unique_ptr<raft::core> core;
+  caf::actor sync_worker;
+  peer_links_actor transport;
+  std::optional<raft::ready> in_flight;  // written, waiting for its fsync
+  uint64_t batch_seq = 0;
+  clock_type sync_started;
+  std::map<uint64_t, pending_proposal> proposals;  // by log index
+  std::map<uint64_t, clock_type> proposed_at;      // by log index, for commit latency
+  std::map<uint64_t, pending_read> reads;          // by request id
+  uint64_t next_read_id = 1;
+  uint64_t applied = 0;
+  uint64_t snapshot_index = 0;
+  std::string last_leader;
+  group_metrics m{};
+  static const char* name;
+};
+const char* group_state::name = "raft-group";
+
+using self_ptr = raft_group_actor::stateful_pointer<group_state>;
+
+const char* const subsystem = "raft";
+
+[[noreturn]] void fail_stop(const std::string& why) {
+  log::error(subsystem, "stopping the node: {}", why);
+  std::_Exit(70);
+}
+
+caf::error not_leader_error(const std::string& leader) { return make_error(errc::not_leader, leader); }
+
+void send_all(self_ptr self, std::vector<raft::message>& msgs) {
+  for (auto& m : msgs) self->send(self->state.transport, raft_atom::value, std::move(m));
+}
+
+void answer_read(self_ptr self, pending_read& r) {
+  r.promise.deliver(self->state.sm->query(r.request));
+}
+
+void serve_reads(self_ptr self) {
+  auto& st = self->state;
+  for (auto i = st.reads.begin(); i != st.reads.end();) {
+    if (i->second.confirmed && i->second.index <= st.applied) {
+      answer_read(self, i->second);
+      i = st.reads.erase(i);
+    } else {
+      ++i;
+    }
+  }
+}
+
+void apply_committed(self_ptr self, std::vector<raft::entry>& committed) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  for (auto& e : committed) {
+    std::string answer;
+    if (e.type == raft::entry_type::normal) answer = st.sm->apply(e.index, e.data);
+    st.applied = e.index;
+    if (auto t = st.proposed_at.find(e.index); t != st.proposed_at.end()) {
+      st.m.commit_seconds->observe(std::chrono::duration<double>(now - t->second).count());
+      st.proposed_at.erase(t);
+    }
+    auto p = st.proposals.find(e.index);
+    if (p == st.proposals.end()) continue;
+    if (p->second.term == e.term) {
+      st.m.proposals_ok->inc();
+      p->second.promise.deliver(std::move(answer));
+    } else {
+      st.m.proposals_lost->inc();
+      p->second.promise.deliver(make_error(errc::unavailable, "the proposal lost its log slot to a new leader; retry"));
+    }
+    st.proposals.erase(p);
+  }
+}
+
+void update_gauges(self_ptr self) {
+  auto& st = self->state;
+  auto& c = *st.core;
+  st.m.term->set(static_cast<double>(c.term()));
+  st.m.commit->set(static_cast<double>(c.commit_index()));
+  st.m.applied->set(static_cast<double>(st.applied));
+  st.m.last_index->set(static_cast<double>(c.log().last_index()));
+  st.m.is_leader->set(c.state() == raft::role::leader ? 1 : 0);
+}
+
+void maybe_compact(self_ptr self) {
+  auto& st = self->state;
+  if (st.applied < st.snapshot_index + st.settings.snapshot_every_entries) return;
+  auto r = st.core->compact(st.applied, st.sm->snapshot());
+  if (!r.ok()) {
+    log::warn(subsystem, "group {}: compaction at {} refused: {}", st.settings.group, st.applied,
+              raft::to_string(r.code));
+    return;
+  }
+  st.snapshot_index = st.applied;
+  st.m.snapshots->inc();
+}
+
+void drive(self_ptr self);
+
+// The part of a batch that must wait for its fsync.
+void finish_batch(self_ptr self, raft::ready& rd) {
+  auto& st = self->state;
+  send_all(self, rd.messages_after_append);
+  if (rd.has_snapshot) {
+    if (!st.sm->restore(rd.snapshot.data))
+      fail_stop("group " + std::to_string(st.settings.group) + ": a snapshot from the leader is malformed");
+    st.applied = rd.snapshot.metadata.index;
+    st.snapshot_index = rd.snapshot.metadata.index;
+  }
+  apply_committed(self, rd.committed_entries);
+  for (auto& rs : rd.read_states) {
+    auto r = st.reads.find(rs.request_id);
+    if (r == st.reads.end()) continue;
+    if (!rs.ok) {
+      r->second.promise.deliver(not_leader_error(st.core->leader()));
+      st.reads.erase(r);
+      continue;
+    }
+    r->second.confirmed = true;
+    r->second.index = rs.index;
+  }
+  serve_reads(self);
+  if (rd.soft_state_changed && rd.soft.leader != st.last_leader) {
+    st.last_leader = rd.soft.leader;
+    st.m.leader_changes->inc();
+    log::info(subsystem, "group {}: leader is now {} (term {}, this node is {})", st.settings.group,
+              rd.soft.leader.empty() ? "unknown" : rd.soft.leader, st.core->term(), raft::to_string(rd.soft.state));
+  }
+  st.core->advance(rd);
+  maybe_compact(self);
+  update_gauges(self);
+}
+
+void on_synced(self_ptr self, uint64_t seq) {
+  auto& st = self->state;
+  if (!st.in_flight || seq != st.batch_seq) return;
+  st.m.fsync_seconds->observe(std::chrono::duration<double>(self->clock().now() - st.sync_started).count());
+  auto rd = std::move(*st.in_flight);
+  st.in_flight.reset();
+  finish_batch(self, rd);
+  drive(self);
+}
+
+// Takes the next ready batch, if any and if none is waiting for its fsync.
+void drive(self_ptr self) {
+  auto& st = self->state;
+  while (!st.in_flight && st.core->has_ready()) {
+    auto rd = st.core->ready();
+    st.m.batches->inc();
+    send_all(self, rd.messages);
+    auto t0 = self->clock().now();
+    try {
+      st.store->write(rd);
+    } catch (const std::exception& e) {
+      fail_stop(std::string{"writing the Raft log failed: "} + e.what());
+    }
+    st.m.write_seconds->observe(std::chrono::duration<double>(self->clock().now() - t0).count());
+    if (!rd.must_sync) {
+      finish_batch(self, rd);
+      continue;
+    }
+    auto seq = ++st.batch_seq;
+    st.sync_started = self->clock().now();
+    st.in_flight = std::move(rd);
+    self->request(st.sync_worker, caf::infinite, synced_atom::value, seq)
+      .then([=](uint64_t done) { on_synced(self, done); },
+            [=](caf::error& err) { fail_stop("fsync of the Raft log failed: " + caf::to_string(err)); });
+  }
+}
+
+void expire_requests(self_ptr self) {
+  auto& st = self->state;
+  auto now = self->clock().now();
+  for (auto i = st.proposals.begin(); i != st.proposals.end();) {
+    if (i->second.deadline <= now) {
+      i->second.promise.deliver(make_error(errc::unavailable, "no commit within the request timeout"));
+      i = st.proposals.erase(i);
+    } else {
+      ++i;
+    }
+  }
+  for (auto i = st.reads.begin(); i != st.reads.end();) {
+    if (i->second.deadline <= now) {
+      i->second.promise.deliver(make_error(errc::unavailable, "read not confirmed within the request timeout"));
+      i = st.reads.erase(i);
+    } else {
+      ++i;
+    }
+  }
+  // Latency bookkeeping of entries that never commit here must not grow without bound.
+  while (st.proposed_at.size() > 100000) st.proposed_at.erase(st.proposed_at.begin());
+}
+
+group_status status_of(self_ptr self) {
+  auto& st = self->state;
+  auto& c = *st.core;
+  auto& conf = c.current_config();
+  return group_status{st.settings.group, c.leader(), c.term(), raft::to_string(c.state()), c.commit_index(),
+                      st.applied, c.log().last_index(), st.snapshot_index, conf.voters, conf.learners};
+}
+
+group_metrics make_metrics(metrics::registry& r, uint64_t group) {
+  metrics::labels g{{"group", std::to_string(group)}};
+  auto with = [&](const char* k, const char* v) {
+    auto l = g;
+    l.emplace_back(k, v);
+    return l;
+  };
+  auto lat = metrics::latency_buckets_seconds();
+  return group_metrics{
+    &r.get_gauge("dsync_raft_term", "Current Raft term", g),
+    &r.get_gauge("dsync_raft_commit_index", "Highest log index known committed", g),
+    &r.get_gauge("dsync_raft_applied_index", "Highest log index applied to the state machine", g),
+    &r.get_gauge("dsync_raft_last_index", "Last index of this node's log", g),
+    &r.get_gauge("dsync_raft_is_leader", "1 if this node leads the group", g),
+    &r.get_counter("dsync_raft_leader_changes_total", "Leader changes seen by this node", g),
+    &r.get_counter("dsync_raft_proposals_total", "Proposals by outcome", with("result", "committed")),
+    &r.get_counter("dsync_raft_proposals_total", "Proposals by outcome", with("result", "refused")),
+    &r.get_counter("dsync_raft_proposals_total", "Proposals by outcome", with("result", "lost")),
+    &r.get_counter("dsync_raft_snapshots_total", "Snapshots taken locally", g),
+    &r.get_counter("dsync_raft_ready_batches_total", "Ready batches handled", g),
+    &r.get_histogram("dsync_raft_append_seconds", "Time to write one ready batch (before fsync)", lat, g),
+    &r.get_histogram("dsync_raft_fsync_seconds", "Time to fsync one ready batch", lat, g),
+    &r.get_histogram("dsync_raft_commit_seconds", "From proposal to applied on the leader", lat, g),
+  };
+}
+
+}  // namespace
+
+raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings settings,
+                                  std::unique_ptr<log_store> store_in, std::unique_ptr<state_machine> sm_in,
+                                  peer_links_actor transport, metrics::registry& registry) {
+  std::shared_ptr<log_store> store{std::move(store_in)};
+  auto worker = sys.spawn<caf::detached>([store](caf::event_based_actor*) -> caf::behavior {
+    return {
+      [store](synced_atom, uint64_t seq) -> caf::result<uint64_t> {
+        try {
+          store->sync();
+        } catch (const std::exception& e) {
+          return make_error(errc::internal, e.what());
+        }
+        return seq;
+      },
+    };
+  });
+  auto sm_holder = std::make_shared<std::unique_ptr<state_machine>>(std::move(sm_in));
+  return sys.spawn([=, &registry](self_ptr self) -> raft_group_actor::behavior_type {
+    auto& st = self->state;
+    st.settings = settings;
+    st.sm = std::move(*sm_holder);
+    st.transport = transport;
+    st.sync_worker = worker;
+    st.m = make_metrics(registry, settings.group);
+    st.store = store;
+
+    raft::config cfg;
+    cfg.id = settings.self;
+    cfg.group = settings.group;
+    cfg.election_ticks = settings.election_ticks;
+    cfg.heartbeat_ticks = settings.heartbeat_ticks;
+    cfg.seed = settings.seed;
+    // The state machine is rebuilt from the snapshot and the log at every start.
+    std::shared_ptr<const raft::snapshot> snap;
+    if (st.store->snapshot(snap) == raft::storage_errc::ok && snap && snap->metadata.index > 0) {
+      if (!st.sm->restore(snap->data))
+        fail_stop("group " + std::to_string(settings.group) + ": the stored snapshot is malformed");
+      st.applied = st.snapshot_index = snap->metadata.index;
+    }
+    cfg.applied_index = st.applied;
+    st.core = std::make_unique<raft::core>(cfg, *st.store);
+    update_gauges(self);
+    self->set_exit_handler([=](caf::exit_msg& msg) {
+      caf::anon_send_exit(self->state.sync_worker, caf::exit_reason::user_shutdown);
+      self->quit(msg.reason);
+    });
+    self->send(self, raft_tick_atom::value);
+    log::info(subsystem, "group {}: started at term {} with voters {} (log {}..{}, applied {})", settings.group,
+              st.core->term(), raft::to_string(st.core->current_config()), st.store->first_index(),
+              st.store->last_index(), st.applied);
+    return {
+      [=](raft_atom, raft::message& m) {
+        self->state.core->step(m);
+        drive(self);
+      },
+      [=](propose_atom, std::string& command) -> caf::result<std::string> {
+        auto& st = self->state;
+        auto r = st.core->propose(std::move(command));
+        if (!r.ok()) {
+          st.m.proposals_refused->inc();
+          if (r.code == raft::errc::not_leader) return not_leader_error(r.leader_hint);
+          return make_error(errc::unavailable, std::string{"proposal refused: "} + raft::to_string(r.code));
+        }
+        auto rp = self->make_response_promise<std::string>();
+        auto now = self->clock().now();
+        st.proposals[r.index] = pending_proposal{r.term, rp, now + st.settings.request_timeout};
+        st.proposed_at[r.index] = now;
+        drive(self);
+        return rp;
+      },
+      [=](query_atom, std::string& request, bool linearizable) -> caf::result<std::string> {
+        auto& st = self->state;
+        if (!linearizable) return st.sm->query(request);
+        auto id = st.next_read_id++;
+        auto r = st.core->read_index(id);
+        if (!r.ok()) {
+          if (r.code == raft::errc::not_leader) return not_leader_error(r.leader_hint);
+          return make_error(errc::unavailable, std::string{"read refused: "} + raft::to_string(r.code));
+        }
+        auto rp = self->make_response_promise<std::string>();
+        st.reads[id] = pending_read{std::move(request), rp, self->clock().now() + st.settings.request_timeout};
+        drive(self);
+        return rp;
+      },
+      [=](status_atom) { return status_of(self); },
+      [=](raft_tick_atom) {
+        self->state.core->tick();
+        expire_requests(self);
+        drive(self);
+        self->delayed_send(self, self->state.settings.tick_interval, raft_tick_atom::value);
+      },
+      [=](member_atom, const member_status& m) {
+        if (!m.node_id.empty() && (m.state == "down" || m.state == "suspected"))
+          self->state.core->report_unreachable(m.node_id);
+      },
+    };
+  });
+}
+
+}  // namespace dsync

@@ -1,0 +1,46 @@
+// The Raft groups of one node: starts them, routes peer messages to them by group id and
+// runs proposals and queries on the local replica.
+//
+// Bootstrap of the control group (group 0, every member a voter): a node whose storage
+// already holds the group starts it at once from there. A node with empty storage needs
+// the node ids of all configured members, which it learns from the peer handshakes, so
+// the very first start of a cluster waits until every member has been reached once (as
+// etcd's initial cluster does); all members then derive the same configuration.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "actors/metrics.hpp"
+#include "actors/peer_links.hpp"
+#include "actors/raft/raft_group.hpp"
+
+namespace dsync {
+
+using raft_host_actor = caf::typed_actor<
+  caf::reacts_to<raft_atom, raft::message>,
+  // (group, command) on the local replica: errc::not_leader(leader id) on a follower.
+  caf::replies_to<propose_atom, uint64_t, std::string>::with<std::string>,
+  // (group, query, linearizable) on the local replica.
+  caf::replies_to<query_atom, uint64_t, std::string, bool>::with<std::string>,
+  caf::replies_to<status_atom>::with<std::vector<group_status>>,
+  caf::reacts_to<member_atom, member_status>>;
+
+// Opens (or creates with `bootstrap` as its initial configuration) the log of a group.
+struct log_opener {
+  // True if the group's log already exists (the node restarts).
+  std::function<bool(uint64_t group)> exists;
+  std::function<std::unique_ptr<log_store>(uint64_t group, const raft::configuration& bootstrap)> open;
+};
+
+struct raft_host_settings {
+  std::string self;
+  size_t expected_peers = 0;  // members besides this node
+  raft_group_settings group_defaults;  // group and self are filled in per group
+};
+
+raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings settings, log_opener logs,
+                                peer_links_actor links, metrics::registry& metrics);
+
+}  // namespace dsync

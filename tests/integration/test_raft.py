@@ -1,0 +1,173 @@
+"""The control Raft group on real processes: election, replication through any node,
+kill -9 of the leader (repeatedly) with committed data surviving, SIGSTOP of the leader
+beyond the election timeout, and a 5-node cluster losing two nodes."""
+import random
+import signal
+import statistics
+import time
+
+from harness import Cluster, http, run_tests, wait_until
+
+FAST = {"PEER_PING_MS": "100", "PEER_SUSPECT_MS": "500", "PEER_DOWN_MS": "1500"}
+
+
+def group0(node):
+    status, body = node.get("/v1/cluster")
+    assert status == 200, body
+    return body["groups"][0] if body["groups"] else None
+
+
+def agreed_leader(nodes):
+    """The leader every given node names, or None while they disagree or know none."""
+    leaders = set()
+    for n in nodes:
+        g = group0(n)
+        if g is None or not g["leader"]:
+            return None
+        leaders.add(g["leader"])
+    return leaders.pop() if len(leaders) == 1 else None
+
+
+def by_id(cluster, node_id):
+    return next(n for n in cluster.nodes if n.node_id == node_id)
+
+
+def put(node, key, value, timeout=5):
+    return http(node.http_port, "PUT", f"/v1/kv/{key}", body={"value": value}, timeout=timeout)
+
+
+def get(node, key, consistency="linearizable"):
+    return http(node.http_port, "GET", f"/v1/kv/{key}?consistency={consistency}")
+
+
+def write_until_ok(nodes, key, value, timeout):
+    """Retries the write on the given nodes until one acknowledges it; the acknowledging node."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for n in nodes:
+            try:
+                status, body = put(n, key, value, timeout=2)
+            except OSError:
+                continue
+            if status == 200:
+                return body["revision"]
+            assert status == 503, (status, body)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no write of {key} acknowledged within {timeout}s")
+        time.sleep(0.01)
+
+
+def check_all(nodes, acked):
+    for key, value in acked.items():
+        node = random.choice(nodes)
+        status, body = get(node, key)
+        assert status == 200 and body["value"] == value, (node.node_id, key, value, status, body)
+
+
+def test_leader_kill9_repeatedly():
+    random.seed(7)
+    with Cluster(3, "raft-kill", extra_env=FAST) as c:
+        c.start()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader known to all nodes")
+        acked = {}
+        for i in range(30):
+            key, value = f"k{i}", f"v{i}"
+            status, body = put(random.choice(c.nodes), key, value)
+            assert status == 200, body
+            acked[key] = value
+        check_all(c.nodes, acked)
+
+        failovers = []
+        for round_no in range(3):
+            leader = by_id(c, agreed_leader(c.nodes))
+            survivors = [n for n in c.nodes if n is not leader]
+            leader.kill9()
+            t0 = time.monotonic()
+            write_until_ok(survivors, f"after-kill-{round_no}", "x", timeout=10)
+            failovers.append(time.monotonic() - t0)
+            acked[f"after-kill-{round_no}"] = "x"
+            check_all(survivors, acked)
+            leader.start()
+            leader.wait_ready()
+            wait_until(lambda: agreed_leader(c.nodes), 10, "the restarted node to follow the leader")
+            # The restarted node catches up: a stale read on it sees the newest write.
+            wait_until(lambda: get(leader, f"after-kill-{round_no}", "stale")[0] == 200, 10,
+                       f"{leader.node_id} to catch up")
+        print("  failover (kill -9 of the leader to the next acknowledged write): "
+              + ", ".join(f"{t:.3f}s" for t in failovers) + f"; median {statistics.median(failovers):.3f}s")
+        check_all(c.nodes, acked)
+
+
+def test_leader_sigstop_then_sigcont():
+    with Cluster(3, "raft-stop", extra_env=FAST) as c:
+        c.start()
+        old = by_id(c, wait_until(lambda: agreed_leader(c.nodes), 10, "a leader"))
+        others = [n for n in c.nodes if n is not old]
+        assert put(old, "before", "1")[0] == 200
+        old.signal(signal.SIGSTOP)
+        try:
+            write_until_ok(others, "during", "2", timeout=10)
+            new = wait_until(lambda: agreed_leader(others), 5, "a new leader among the others")
+            assert new != old.node_id
+        finally:
+            old.signal(signal.SIGCONT)
+        # The old leader rejoins as a follower without deposing the new leader.
+        wait_until(lambda: agreed_leader(c.nodes) == new, 10, "all nodes to follow the new leader")
+        term = group0(by_id(c, new))["term"]
+        time.sleep(1.0)
+        assert agreed_leader(c.nodes) == new and group0(by_id(c, new))["term"] == term, "the rejoining node disrupted"
+        wait_until(lambda: get(old, "during", "stale")[0] == 200, 10, "the old leader to catch up")
+        for n in c.nodes:
+            status, body = get(n, "before")
+            assert status == 200 and body["value"] == "1", body
+
+
+def test_five_nodes_survive_two_failures():
+    with Cluster(5, "raft-five", extra_env=FAST) as c:
+        c.start()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader of five")
+        assert put(c.nodes[0], "a", "1")[0] == 200
+        leader = by_id(c, agreed_leader(c.nodes))
+        victims = [leader] + [n for n in c.nodes if n is not leader][:1]
+        for v in victims:
+            v.kill9()
+        survivors = [n for n in c.nodes if n not in victims]
+        write_until_ok(survivors, "b", "2", timeout=10)
+        for n in survivors:
+            status, body = get(n, "a")
+            assert status == 200 and body["value"] == "1", body
+        # With three of five down no write can commit: the answer is 503, never a false success.
+        survivors[0].kill9()
+        status, body = put(survivors[1], "c", "3", timeout=8)
+        assert status == 503 and body["error"] == "unavailable", (status, body)
+
+
+def test_kv_bad_input():
+    with Cluster(1, "raft-input") as c:
+        c.start()
+        n = c.nodes[0]
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a single-node leader")
+        cases = [
+            (b"not json", 400, "not valid JSON"),
+            (b"[1]", 400, "must be a JSON object"),
+            (b"{}", 400, "needs \"value\""),
+            (b'{"value": 5}', 400, "needs \"value\""),
+        ]
+        for raw, code, text in cases:
+            status, body = http(n.http_port, "PUT", "/v1/kv/x", raw=raw)
+            assert status == code and text in body["message"], (raw, status, body)
+        status, body = http(n.http_port, "PUT", "/v1/kv/" + "k" * 600, body={"value": "v"})
+        assert status == 400 and "limit is 512" in body["message"], body
+        status, body = http(n.http_port, "GET", "/v1/kv/x?consistency=eventual")
+        assert status == 400, body
+        status, body = http(n.http_port, "GET", "/v1/kv/missing")
+        assert status == 404 and body["error"] == "not_found", body
+        assert put(n, "x", "y")[0] == 200
+        status, body = http(n.http_port, "DELETE", "/v1/kv/x")
+        assert status == 200 and body["revision"] > 0
+        assert get(n, "x")[0] == 404
+
+
+if __name__ == "__main__":
+    run_tests([test_leader_kill9_repeatedly, test_leader_sigstop_then_sigcont, test_five_nodes_survive_two_failures,
+               test_kv_bad_input])
