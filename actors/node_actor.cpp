@@ -1,6 +1,8 @@
 #include "actors/node_actor.hpp"
 
 #include <chrono>
+#include <functional>
+#include <map>
 
 #include "actors/control_machine.hpp"
 #include "actors/log.hpp"
@@ -21,6 +23,10 @@ struct node_state {
   raft_host_actor raft;
   metrics::registry* metrics = nullptr;
   metrics::counter* forwarded = nullptr;
+  // Forwarded requests by the leader they went to. CAF does not fail requests to a peer
+  // that dies, so the down handler fails them at once instead of at their timeout.
+  std::map<caf::actor_addr, std::map<uint64_t, std::function<void()>>> forwards;
+  uint64_t next_forward = 0;
   static const char* name;
 };
 const char* node_state::name = "node-api";
@@ -32,6 +38,12 @@ std::string context_string(const caf::error& err) {
   return {};
 }
 
+// Takes a forwarded request off the books; false if the down handler already failed it.
+bool settle_forward(self_ptr self, const caf::actor_addr& leader, uint64_t id) {
+  auto i = self->state.forwards.find(leader);
+  return i != self->state.forwards.end() && i->second.erase(id) > 0;
+}
+
 // Sends the same request to the leader's node actor (marked forwarded) and relays its answer.
 template <class T, class... Ts>
 void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, Ts... xs) {
@@ -39,9 +51,24 @@ void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const s
   self->request(self->state.links, local_timeout, lookup_atom::value, leader)
     .then(
       [=](node_api& remote) mutable {
+        auto addr = remote.address();
+        auto& pending = self->state.forwards[addr];
+        if (pending.empty()) self->monitor(remote);
+        auto id = ++self->state.next_forward;
+        pending.emplace(id, [=]() mutable {
+          rp.deliver(make_error(errc::unavailable, "leader " + leader + " went down while answering"));
+        });
         self->request(remote, forward_timeout, xs...)
-          .then([=](T& answer) mutable { rp.deliver(std::move(answer)); },
-                [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+          .then(
+            [=](T& answer) mutable {
+              if (settle_forward(self, addr, id)) rp.deliver(std::move(answer));
+            },
+            [=](caf::error& err) mutable {
+              if (!settle_forward(self, addr, id)) return;
+              // The leader's own answers pass through; losing it on the way is retryable.
+              if (err.category() == caf::atom("dsync")) rp.deliver(std::move(err));
+              else rp.deliver(make_error(errc::unavailable, "leader " + leader + " did not answer: " + caf::to_string(err)));
+            });
       },
       [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
@@ -85,6 +112,13 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
     self->state.metrics = &registry;
     self->state.forwarded =
       &registry.get_counter("dsync_requests_forwarded_total", "Requests forwarded to the Raft leader's node");
+    self->set_down_handler([=](caf::down_msg& dm) {
+      auto i = self->state.forwards.find(dm.source);
+      if (i == self->state.forwards.end()) return;
+      auto failed = std::move(i->second);
+      self->state.forwards.erase(i);
+      for (auto& [id, fail] : failed) fail();
+    });
     return {
       [=](health_atom) { return health_status{self->state.self.node_id, "ok"}; },
       [=](cluster_atom) -> caf::result<cluster_status> {

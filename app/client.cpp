@@ -60,6 +60,16 @@ caf::expected<health_status> client::health() { return impl_->ask<health_status>
 
 caf::expected<cluster_status> client::cluster() { return impl_->ask<cluster_status>(cluster_atom::value); }
 
+caf::expected<uint64_t> client::put(const std::string& key, const std::string& value) {
+  return impl_->ask<uint64_t>(kv_put_atom::value, key, value, false);
+}
+
+caf::expected<kv_entry> client::get(const std::string& key, bool linearizable) {
+  return impl_->ask<kv_entry>(kv_get_atom::value, key, linearizable, false);
+}
+
+caf::expected<uint64_t> client::del(const std::string& key) { return impl_->ask<uint64_t>(kv_del_atom::value, key, false); }
+
 std::string client::describe(const caf::error& err) const {
   if (err.category() == caf::atom("dsync")) return error_reason(err);
   return impl_->sys.render(err);

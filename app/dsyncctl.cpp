@@ -22,6 +22,7 @@ struct context {
   uint16_t port = 5000;
   std::chrono::milliseconds timeout{5000};
   bool as_json = false;
+  bool stale = false;  // reads from the local replica instead of through the leader
   std::unique_ptr<dsync::client> client;
 };
 
@@ -50,7 +51,8 @@ int print_help() {
   std::cout << "usage: dsyncctl [--node HOST:PORT] [--timeout MS] [--json] COMMAND [ARGS]\n\n"
                "  --node HOST:PORT   node API to talk to (default $DSYNC_NODE or 127.0.0.1:5000)\n"
                "  --timeout MS       give up on an answer after MS milliseconds (default 5000)\n"
-               "  --json             print answers as JSON\n\ncommands:\n";
+               "  --json             print answers as JSON\n"
+               "  --stale            read from the node's own replica (faster, may lag)\n\ncommands:\n";
   for (auto& [name, c] : commands()) std::cout << fmt::format("  {:<28} {}\n", c.usage, c.help);
   return 0;
 }
@@ -78,6 +80,33 @@ void register_commands() {
                    if (!r) return call_failed(ctx, r.error());
                    if (ctx.as_json) std::cout << json{{"node", r->node_id}, {"status", r->status}}.dump() << "\n";
                    else std::cout << r->node_id << " " << r->status << "\n";
+                   return 0;
+                 }};
+  t["kv put"] = {"kv put KEY VALUE", "write a key of the replicated store",
+                 [](context& ctx, const std::vector<std::string>& args) {
+                   if (args.size() != 2) return usage_error("kv put needs KEY VALUE");
+                   auto r = ctx.client->put(args[0], args[1]);
+                   if (!r) return call_failed(ctx, r.error());
+                   if (ctx.as_json) std::cout << json{{"revision", *r}}.dump() << "\n";
+                   else std::cout << "revision " << *r << "\n";
+                   return 0;
+                 }};
+  t["kv get"] = {"kv get KEY", "read a key (linearizable unless --stale)",
+                 [](context& ctx, const std::vector<std::string>& args) {
+                   if (args.size() != 1) return usage_error("kv get needs KEY");
+                   auto r = ctx.client->get(args[0], !ctx.stale);
+                   if (!r) return call_failed(ctx, r.error());
+                   if (ctx.as_json)
+                     std::cout << json{{"key", r->key}, {"value", r->value}, {"revision", r->revision}}.dump() << "\n";
+                   else std::cout << r->value << "\n";
+                   return 0;
+                 }};
+  t["kv del"] = {"kv del KEY", "delete a key", [](context& ctx, const std::vector<std::string>& args) {
+                   if (args.size() != 1) return usage_error("kv del needs KEY");
+                   auto r = ctx.client->del(args[0]);
+                   if (!r) return call_failed(ctx, r.error());
+                   if (ctx.as_json) std::cout << json{{"revision", *r}}.dump() << "\n";
+                   else std::cout << "revision " << *r << "\n";
                    return 0;
                  }};
   t["cluster status"] = {
@@ -140,6 +169,8 @@ int main(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") return print_help();
     if (arg == "--json") {
       ctx.as_json = true;
+    } else if (arg == "--stale") {
+      ctx.stale = true;
     } else if (arg.rfind("--node", 0) == 0) {
       auto v = value("--node");
       if (!v || !parse_node(*v, ctx)) return usage_error("--node needs HOST:PORT");

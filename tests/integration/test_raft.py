@@ -4,9 +4,10 @@ beyond the election timeout, and a 5-node cluster losing two nodes."""
 import random
 import signal
 import statistics
+import subprocess
 import time
 
-from harness import Cluster, http, run_tests, wait_until
+from harness import CTL_BIN, Cluster, http, run_tests, wait_until
 
 FAST = {"PEER_PING_MS": "100", "PEER_SUSPECT_MS": "500", "PEER_DOWN_MS": "1500"}
 
@@ -168,6 +169,28 @@ def test_kv_bad_input():
         assert get(n, "x")[0] == 404
 
 
+def test_kv_through_the_caf_client():
+    with Cluster(3, "raft-ctl", extra_env=FAST) as c:
+        c.start()
+        leader = wait_until(lambda: agreed_leader(c.nodes), 10, "a leader")
+        follower = next(n for n in c.nodes if n.node_id != leader)
+
+        def ctl(node, *args):
+            r = subprocess.run([CTL_BIN, "--node", node.address, *args], capture_output=True, text=True, timeout=30)
+            return r.returncode, r.stdout.strip(), r.stderr.strip()
+        rc, out, err = ctl(follower, "kv", "put", "color", "blue")
+        assert rc == 0 and out.startswith("revision "), (rc, out, err)
+        for n in c.nodes:
+            assert ctl(n, "kv", "get", "color") == (0, "blue", ""), n.node_id
+        assert ctl(c.nodes[0], "--stale", "kv", "get", "color")[:2] == (0, "blue")
+        rc, out, err = ctl(follower, "kv", "del", "color")
+        assert rc == 0, err
+        rc, out, err = ctl(follower, "kv", "get", "color")
+        assert rc == 1 and "not_found" in err, (rc, out, err)
+        rc, out, err = ctl(follower, "kv", "put", "only-key")
+        assert rc == 2 and "kv put needs KEY VALUE" in err, (rc, err)
+
+
 if __name__ == "__main__":
     run_tests([test_leader_kill9_repeatedly, test_leader_sigstop_then_sigcont, test_five_nodes_survive_two_failures,
-               test_kv_bad_input])
+               test_kv_bad_input, test_kv_through_the_caf_client])

@@ -31,6 +31,13 @@ class client {
   caf::expected<health_status> health();
   caf::expected<cluster_status> cluster();
 
+  // Replicated key-value store (the control Raft group). put and del answer the revision
+  // (log index) of the write; get answers errc::not_found when the key has no value.
+  // Linearizable reads go through the leader; stale ones read this node's replica.
+  caf::expected<uint64_t> put(const std::string& key, const std::string& value);
+  caf::expected<kv_entry> get(const std::string& key, bool linearizable = true);
+  caf::expected<uint64_t> del(const std::string& key);
+
   // A one-line description of an error returned by any call.
   std::string describe(const caf::error& err) const;
 
