@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <set>
 
 #include "actors/control_machine.hpp"
 #include "actors/log.hpp"
@@ -27,6 +28,9 @@ struct node_state {
   // that dies, so the down handler fails them at once instead of at their timeout.
   std::map<caf::actor_addr, std::map<uint64_t, std::function<void()>>> forwards;
   uint64_t next_forward = 0;
+  // Node APIs of peers by node id, learned from the peer links; dropped when one goes down.
+  std::map<std::string, node_api> peer_apis;
+  std::set<caf::actor_addr> monitored;
   static const char* name;
 };
 const char* node_state::name = "node-api";
@@ -44,31 +48,41 @@ bool settle_forward(self_ptr self, const caf::actor_addr& leader, uint64_t id) {
   return i != self->state.forwards.end() && i->second.erase(id) > 0;
 }
 
+// Sends the request to `remote` and relays its answer, failing it at once if the remote dies.
+template <class T, class... Ts>
+void forward_to(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, node_api remote,
+                Ts... xs) {
+  auto addr = remote.address();
+  auto& pending = self->state.forwards[addr];
+  if (self->state.monitored.insert(addr).second) self->monitor(remote);
+  auto id = ++self->state.next_forward;
+  pending.emplace(id, [=]() mutable {
+    rp.deliver(make_error(errc::unavailable, "leader " + leader + " went down while answering"));
+  });
+  self->request(remote, forward_timeout, xs...)
+    .then(
+      [=](T& answer) mutable {
+        if (settle_forward(self, addr, id)) rp.deliver(std::move(answer));
+      },
+      [=](caf::error& err) mutable {
+        if (!settle_forward(self, addr, id)) return;
+        // The leader's own answers pass through; losing it on the way is retryable.
+        if (err.category() == caf::atom("dsync")) rp.deliver(std::move(err));
+        else rp.deliver(make_error(errc::unavailable, "leader " + leader + " did not answer: " + caf::to_string(err)));
+      });
+}
+
 // Sends the same request to the leader's node actor (marked forwarded) and relays its answer.
 template <class T, class... Ts>
 void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, Ts... xs) {
   self->state.forwarded->inc();
+  if (auto known = self->state.peer_apis.find(leader); known != self->state.peer_apis.end())
+    return forward_to<T>(self, rp, leader, known->second, xs...);
   self->request(self->state.links, local_timeout, lookup_atom::value, leader)
     .then(
       [=](node_api& remote) mutable {
-        auto addr = remote.address();
-        auto& pending = self->state.forwards[addr];
-        if (pending.empty()) self->monitor(remote);
-        auto id = ++self->state.next_forward;
-        pending.emplace(id, [=]() mutable {
-          rp.deliver(make_error(errc::unavailable, "leader " + leader + " went down while answering"));
-        });
-        self->request(remote, forward_timeout, xs...)
-          .then(
-            [=](T& answer) mutable {
-              if (settle_forward(self, addr, id)) rp.deliver(std::move(answer));
-            },
-            [=](caf::error& err) mutable {
-              if (!settle_forward(self, addr, id)) return;
-              // The leader's own answers pass through; losing it on the way is retryable.
-              if (err.category() == caf::atom("dsync")) rp.deliver(std::move(err));
-              else rp.deliver(make_error(errc::unavailable, "leader " + leader + " did not answer: " + caf::to_string(err)));
-            });
+        self->state.peer_apis[leader] = remote;
+        forward_to<T>(self, rp, leader, remote, xs...);
       },
       [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
 }
@@ -113,6 +127,10 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
     self->state.forwarded =
       &registry.get_counter("dsync_requests_forwarded_total", "Requests forwarded to the Raft leader's node");
     self->set_down_handler([=](caf::down_msg& dm) {
+      auto& apis = self->state.peer_apis;
+      for (auto a = apis.begin(); a != apis.end();)
+        a = a->second.address() == dm.source ? apis.erase(a) : std::next(a);
+      self->state.monitored.erase(dm.source);
       auto i = self->state.forwards.find(dm.source);
       if (i == self->state.forwards.end()) return;
       auto failed = std::move(i->second);

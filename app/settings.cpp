@@ -265,10 +265,11 @@ const std::vector<setting_def>& setting_table() {
      [](node_settings& s, const std::string& v) {
        return parse_uint(v, 1024, 64 << 20, s.http_max_body_bytes);
      }},
-    {"http-threads", "HTTP_THREADS", "8", "HTTP worker threads (1..256)",
+    {"http-threads", "HTTP_THREADS", "128",
+     "HTTP worker threads; each serves one keep-alive connection at a time (1..1024)",
      [](node_settings& s, const std::string& v) -> check_result {
        uint64_t x = 0;
-       if (auto err = parse_uint(v, 1, 256, x)) return err;
+       if (auto err = parse_uint(v, 1, 1024, x)) return err;
        s.http_threads = static_cast<uint32_t>(x);
        return {};
      }},

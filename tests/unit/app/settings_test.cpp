@@ -219,7 +219,7 @@ TEST_CASE("bad values name the variable, the value and what is expected") {
   CHECK(contains(with("PEER_SUSPECT_MS", "10"), "out of range"));
   CHECK(contains(with("PEER_DOWN_MS", "1"), "out of range"));
   CHECK(contains(with("HTTP_MAX_BODY_BYTES", "10"), "out of range (expected 1024..67108864)"));
-  CHECK(contains(with("HTTP_THREADS", "0"), "out of range (expected 1..256)"));
+  CHECK(contains(with("HTTP_THREADS", "0"), "out of range (expected 1..1024)"));
   CHECK(contains(with("RAFT_TICK_MS", "0"), "RAFT_TICK_MS=0: out of range (expected 1..1000)"));
   CHECK(contains(with("RAFT_ELECTION_TICKS", "2"), "out of range (expected 3..1000)"));
   CHECK(contains(with("RAFT_HEARTBEAT_TICKS", "x"), "not a whole number"));

@@ -1,0 +1,206 @@
+// dsync-bench: closed-loop load generator. Each client is a thread with one keep-alive
+// HTTP connection that sends its next request as soon as the previous one is answered;
+// clients are spread over the given endpoints. The same workload runs against dsync or
+// against a peer system (etcd's v3 JSON gateway) so both are measured alike.
+//
+//   dsync-bench kv-put --target dsync --endpoints 127.0.0.1:6000,127.0.0.1:6001
+//               --clients 1,16,64,256 --seconds 10 --value-bytes 64
+//
+// One line per client count: ops/s and latency percentiles of successful requests.
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using json = nlohmann::json;
+using steady = std::chrono::steady_clock;
+
+struct options {
+  std::string workload;
+  std::string target = "dsync";
+  std::vector<std::pair<std::string, int>> endpoints;
+  std::vector<int> clients{1, 16, 64, 256};
+  double seconds = 10;
+  size_t value_bytes = 64;
+  size_t keys_per_client = 100;
+  bool as_json = false;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "dsync-bench: " << why << "\n"
+            << "usage: dsync-bench kv-put --target dsync|etcd --endpoints HOST:PORT[,...]\n"
+               "                   [--clients 1,16,64,256] [--seconds 10] [--value-bytes 64] [--json]\n";
+  std::exit(2);
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    auto p = s.find(sep, start);
+    out.push_back(s.substr(start, p - start));
+    if (p == std::string::npos) return out;
+    start = p + 1;
+  }
+}
+
+int to_int(const std::string& s, const std::string& what, int lo, int hi) {
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < lo || v > hi)
+    usage(what + " must be a number in " + std::to_string(lo) + ".." + std::to_string(hi) + ", not '" + s + "'");
+  return static_cast<int>(v);
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  if (argc < 2) usage("no workload given");
+  o.workload = argv[1];
+  if (o.workload != "kv-put") usage("unknown workload '" + o.workload + "'");
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--target") {
+      o.target = next();
+      if (o.target != "dsync" && o.target != "etcd") usage("--target must be dsync or etcd");
+    } else if (a == "--endpoints") {
+      for (auto& e : split(next(), ',')) {
+        auto c = e.rfind(':');
+        if (c == std::string::npos) usage("endpoint '" + e + "' is not host:port");
+        o.endpoints.emplace_back(e.substr(0, c), to_int(e.substr(c + 1), "port", 1, 65535));
+      }
+    } else if (a == "--clients") {
+      o.clients.clear();
+      for (auto& c : split(next(), ',')) o.clients.push_back(to_int(c, "--clients", 1, 4096));
+    } else if (a == "--seconds") {
+      o.seconds = to_int(next(), "--seconds", 1, 3600);
+    } else if (a == "--value-bytes") {
+      o.value_bytes = static_cast<size_t>(to_int(next(), "--value-bytes", 0, 1 << 20));
+    } else if (a == "--json") {
+      o.as_json = true;
+    } else {
+      usage("unknown option " + a);
+    }
+  }
+  if (o.endpoints.empty()) usage("--endpoints is required");
+  return o;
+}
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], t[v & 63]};
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += {t[v >> 18], t[(v >> 12) & 63], '=', '='};
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += {t[v >> 18], t[(v >> 12) & 63], t[(v >> 6) & 63], '='};
+  }
+  return out;
+}
+
+struct client_result {
+  std::vector<double> latencies_ms;
+  uint64_t errors = 0;
+  std::string first_error;
+};
+
+// One put: true on success.
+bool put_once(httplib::Client& cli, const options& o, const std::string& key, const std::string& value,
+              std::string& error) {
+  auto r = o.target == "dsync"
+             ? cli.Put(("/v1/kv/" + key).c_str(), json{{"value", value}}.dump(), "application/json")
+             : cli.Post("/v3/kv/put", json{{"key", base64(key)}, {"value", base64(value)}}.dump(), "application/json");
+  if (!r) {
+    error = "connection: " + httplib::to_string(r.error());
+    return false;
+  }
+  if (r->status != 200) {
+    error = "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200);
+    return false;
+  }
+  return true;
+}
+
+void run_level(const options& o, int clients) {
+  std::vector<client_result> results(static_cast<size_t>(clients));
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  std::string value(o.value_bytes, 'x');
+  auto start = steady::now();
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto& ep = o.endpoints[static_cast<size_t>(c) % o.endpoints.size()];
+      httplib::Client cli(ep.first, ep.second);
+      cli.set_keep_alive(true);
+      cli.set_tcp_nodelay(true);
+      cli.set_connection_timeout(5, 0);
+      cli.set_read_timeout(10, 0);
+      auto& res = results[static_cast<size_t>(c)];
+      uint64_t seq = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        auto key = "bench-" + std::to_string(c) + "-" + std::to_string(seq++ % o.keys_per_client);
+        auto t0 = steady::now();
+        std::string error;
+        if (put_once(cli, o, key, value, error)) {
+          res.latencies_ms.push_back(std::chrono::duration<double, std::milli>(steady::now() - t0).count());
+        } else {
+          if (res.errors++ == 0) res.first_error = error;
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(o.seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  double elapsed = std::chrono::duration<double>(steady::now() - start).count();
+  std::vector<double> all;
+  uint64_t errors = 0;
+  std::string first_error;
+  for (auto& r : results) {
+    all.insert(all.end(), r.latencies_ms.begin(), r.latencies_ms.end());
+    errors += r.errors;
+    if (first_error.empty()) first_error = r.first_error;
+  }
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) { return all.empty() ? 0.0 : all[std::min(all.size() - 1, size_t(p * all.size()))]; };
+  double rate = static_cast<double>(all.size()) / elapsed;
+  if (o.as_json) {
+    std::cout << json{{"workload", o.workload}, {"target", o.target}, {"clients", clients}, {"ops", all.size()},
+                      {"seconds", elapsed}, {"ops_per_s", rate}, {"p50_ms", pct(0.5)}, {"p99_ms", pct(0.99)},
+                      {"errors", errors}, {"first_error", first_error}}
+                   .dump()
+              << std::endl;
+  } else {
+    std::printf("%-7s %-6s clients=%-4d ops=%-8zu ops/s=%-9.0f p50=%.2fms p99=%.2fms errors=%llu %s\n",
+                o.workload.c_str(), o.target.c_str(), clients, all.size(), rate, pct(0.5), pct(0.99),
+                static_cast<unsigned long long>(errors), first_error.c_str());
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto o = parse(argc, argv);
+  for (int c : o.clients) run_level(o, c);
+  return 0;
+}
