@@ -226,7 +226,7 @@ struct http_gateway::impl {
     server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     server.set_read_timeout(10, 0);
     server.set_write_timeout(10, 0);
-    server.set_keep_alive_max_count(1000);
+    server.set_keep_alive_max_count(1000000);
     server.set_tcp_nodelay(true);  // answers are small: never wait for Nagle
   }
 };

@@ -24,7 +24,7 @@ struct node_config : caf::actor_system_config {
     load<caf::io::middleman>();
     // Lowest round-trip latency on small machines (CAF-0.17-GUIDE §10); overridable.
     set("scheduler.policy", caf::atom("sharing"));
-    set("scheduler.max-threads", 2);
+    set("scheduler.max-threads", 1);
   }
 };
 
@@ -92,9 +92,10 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   int exit_code = 0;
+  // Outlives the actor system: its destructor waits for actors that still record metrics.
+  metrics::registry registry;
   {
     caf::actor_system sys{cfg};
-    metrics::registry registry;
     auto self_info = describe(s);
     registry.get_gauge("dsync_node_info", "Constant 1, labelled with this node's identity",
                        {{"node", s.node_id}, {"cluster", s.cluster_id}, {"version", software_version},

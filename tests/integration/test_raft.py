@@ -5,6 +5,7 @@ import random
 import signal
 import statistics
 import subprocess
+import threading
 import time
 
 from harness import CTL_BIN, Cluster, http, run_tests, wait_until
@@ -191,6 +192,33 @@ def test_kv_through_the_caf_client():
         assert rc == 2 and "kv put needs KEY VALUE" in err, (rc, err)
 
 
+def test_sigterm_under_load_exits_cleanly():
+    with Cluster(3, "raft-term", extra_env=FAST) as c:
+        c.start()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader")
+        stop = threading.Event()
+
+        def writer(node, tag):
+            i = 0
+            while not stop.is_set():
+                try:
+                    put(node, f"{tag}-{i % 50}", "v", timeout=2)
+                except OSError:
+                    pass
+                i += 1
+        threads = [threading.Thread(target=writer, args=(n, f"w{k}")) for k, n in enumerate(c.nodes * 3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        try:
+            codes = [n.terminate(timeout=10) for n in c.nodes]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert codes == [0, 0, 0], codes
+
+
 if __name__ == "__main__":
     run_tests([test_leader_kill9_repeatedly, test_leader_sigstop_then_sigcont, test_five_nodes_survive_two_failures,
-               test_kv_bad_input, test_kv_through_the_caf_client])
+               test_kv_bad_input, test_kv_through_the_caf_client, test_sigterm_under_load_exits_cleanly])

@@ -37,9 +37,9 @@ peer_timing fast_timing() {
 
 // One node: an actor system with its node actor published on a free loopback port.
 struct test_node {
+  metrics::registry registry;  // outlives the actor system, whose actors record into it
   test_config cfg;
   caf::actor_system sys{cfg};
-  metrics::registry registry;
   node_info info;
   peer_links_actor links;
   node_api node;
