@@ -86,6 +86,9 @@ up() {
   curl -fsS http://127.0.0.1:6000/v1/cluster | python3 -m json.tool
   say "dsyncctl --node 127.0.0.1:5001 cluster status"
   "$build_dir/app/dsyncctl" --node 127.0.0.1:5001 cluster status
+  say "a replicated write through node-3, read back through node-2"
+  curl -fsS -X PUT http://127.0.0.1:6002/v1/kv/hello -d '{"value": "world"}'; echo
+  curl -fsS http://127.0.0.1:6001/v1/kv/hello; echo
   say "running: HTTP on 127.0.0.1:6000-6002, CAF on 5000-5002, logs in $run_dir; stop with: $0 down"
 }
 

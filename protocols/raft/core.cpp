@@ -204,7 +204,7 @@ void core::start_campaign(bool pre_vote, bool transfer) {
     become_candidate();
     type = message_type::request_vote;
     vote_term = term_;
-    // The own vote counts only once it is durable: see advance().
+    poll(cfg_.id, true); if (state_ != role::candidate) return;
   }
   for (const auto& voter : conf_.voters) {
     if (voter == cfg_.id)
@@ -326,8 +326,14 @@ errc core::step(const message& m) {
       // term otherwise, since pre-vote/stickiness keep our term from reaching
       // it through elections: tell it.
       send(make_message(message_type::append_entries_response, m.from));
-    } else if (m.type == message_type::request_pre_vote) {
-      auto r = make_message(message_type::request_pre_vote_response, m.from);
+    } else if (is_vote_request(m.type)) {
+      // §5.1: reject a stale request, and tell the candidate our term. Silence
+      // would let a candidate that needs our vote fall further behind forever
+      // (e.g. when we do not count it as a voter, so we never contact it).
+      auto r = make_message(m.type == message_type::request_pre_vote
+                              ? message_type::request_pre_vote_response
+                              : message_type::request_vote_response,
+                            m.from);
       r.reject = true;
       send(std::move(r));
     }
@@ -677,7 +683,8 @@ bool core::send_snapshot(const node_id& to, progress& pr) {
     return false; // temporarily unavailable: retried on the next heartbeat response
   if (snap->metadata.index == 0)
     throw std::logic_error("raft: entries compacted but storage has no snapshot");
-  pr.become_snapshot(snap->metadata.index, std::move(snap));
+  auto index = snap->metadata.index;
+  pr.become_snapshot(index, std::move(snap));
   send_snapshot_chunk(to, pr);
   return true;
 }
