@@ -1,5 +1,6 @@
 // dsync-node: reads and validates the settings, then runs one node until SIGTERM/SIGINT.
 #include <csignal>
+#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -9,8 +10,10 @@
 #include "actors/log.hpp"
 #include "actors/metrics.hpp"
 #include "actors/node_actor.hpp"
+#include "actors/control_machine.hpp"
 #include "actors/peer_links.hpp"
 #include "actors/raft/raft_host.hpp"
+#include "actors/raft/wal_log_store.hpp"
 #include "app/settings.hpp"
 #include "dsync/api.hpp"
 
@@ -46,13 +49,24 @@ node_info describe(const node_settings& s) {
   return info;
 }
 
-// Raft logs of this node. Memory-backed until the write-ahead log lands: a restarted
-// node rejoins with an empty log and catches up from the leader.
-log_opener open_logs(const node_settings&) {
+// Raft logs of this node: one write-ahead log directory per group under DATA_DIR.
+log_opener open_logs(const node_settings& s) {
+  auto dir_of = [dir = s.data_dir](uint64_t group) { return dir + "/raft-" + std::to_string(group); };
   return log_opener{
-    [](uint64_t) { return false; },
-    [](uint64_t, const raft::configuration& bootstrap) -> std::unique_ptr<log_store> {
-      return std::make_unique<memory_log_store>(bootstrap);
+    [=](uint64_t group) {
+      std::error_code ec;
+      for (auto& f : std::filesystem::directory_iterator(dir_of(group), ec))
+        if (f.path().filename().string().rfind("wal-", 0) == 0) return true;
+      return false;
+    },
+    [=](uint64_t group, const raft::configuration& bootstrap) -> std::unique_ptr<log_store> {
+      auto store = std::make_unique<wal_log_store>(dir_of(group), bootstrap);
+      auto& r = store->recovery();
+      log::info("storage", "group {}: {} {} (snapshot at {}, {} entries, {} segments){}", group,
+                r.created ? "created" : "recovered", dir_of(group), r.snapshot_index, r.entries, r.segments,
+                r.dropped_bytes ? ", dropped a torn tail of " + std::to_string(r.dropped_bytes) + " bytes" : "");
+      for (auto& note : r.notes) log::warn("storage", "group {}: {}", group, note);
+      return store;
     },
   };
 }
@@ -81,6 +95,23 @@ int main(int argc, char** argv) {
 
   auto lock = prepare_data_dir(s);
   if (lock.error) return fail(lock.error->message);
+
+  // An existing log is opened (and recovered) before anything starts, so that a log that
+  // cannot be trusted stops the node here with a clear message instead of later.
+  auto logs = open_logs(s);
+  auto recovered = std::make_shared<std::unique_ptr<log_store>>();
+  if (logs.exists(control_group)) {
+    try {
+      *recovered = logs.open(control_group, raft::configuration{});
+    } catch (const std::exception& e) {
+      return fail(std::string{"refusing to start: the Raft log cannot be trusted: "} + e.what(), 1);
+    }
+    auto open = logs.open;
+    logs.open = [=](uint64_t group, const raft::configuration& bootstrap) {
+      if (group == control_group && *recovered) return std::move(*recovered);
+      return open(group, bootstrap);
+    };
+  }
 
   // Signals are taken by sigwait() below; block them before CAF starts its threads so
   // that no other thread receives them.
@@ -114,7 +145,7 @@ int main(int argc, char** argv) {
     rs.group_defaults.snapshot_every_entries = s.raft_snapshot_entries;
     rs.group_defaults.seed = std::hash<std::string>{}(s.node_id) ^ self_info.started_at_ms;
     rs.group_defaults.request_timeout = std::chrono::seconds(3);
-    auto raft = spawn_raft_host(sys, rs, open_logs(s), links, registry);
+    auto raft = spawn_raft_host(sys, rs, logs, links, registry);
     auto node = spawn_node_actor(sys, self_info, links, raft, registry);
     http_gateway gateway{sys, node, s, registry};
 

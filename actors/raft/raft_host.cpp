@@ -1,6 +1,7 @@
 #include "actors/raft/raft_host.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -30,7 +31,13 @@ void start_group(self_ptr self, uint64_t group, const raft::configuration& boots
   auto gs = st.settings.group_defaults;
   gs.group = group;
   gs.self = st.settings.self;
-  auto store = st.logs.open(group, bootstrap);
+  std::unique_ptr<log_store> store;
+  try {
+    store = st.logs.open(group, bootstrap);
+  } catch (const std::exception& e) {
+    log::error("raft", "stopping the node: cannot open the log of group {}: {}", group, e.what());
+    std::_Exit(70);
+  }
   auto g = spawn_raft_group(self->system(), gs, std::move(store), std::make_unique<control_machine>(), st.links,
                             *st.metrics);
   self->link_to(g);  // a group that fails takes its host (and so the node) down

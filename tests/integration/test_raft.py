@@ -219,6 +219,53 @@ def test_sigterm_under_load_exits_cleanly():
         assert codes == [0, 0, 0], codes
 
 
+def test_full_cluster_kill9_and_restart_recovers_from_the_wal():
+    with Cluster(3, "raft-restart", extra_env=FAST) as c:
+        c.start()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader")
+        acked = {}
+        for i in range(200):
+            key = f"r{i}"
+            status, body = put(c.nodes[i % 3], key, f"value-{i}")
+            assert status == 200, body
+            acked[key] = f"value-{i}"
+        for n in c.nodes:
+            n.kill9()
+        for n in c.nodes:
+            n.start()
+        for n in c.nodes:
+            n.wait_ready()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader after the restart")
+        check_all(c.nodes, acked)
+        for n in c.nodes:  # every replica recovered or caught up, not only the leader
+            wait_until(lambda: get(n, "r199", "stale")[0] == 200, 10, f"{n.node_id} to hold r199")
+            assert "recovered" in open(n.log_path).read()
+
+
+def test_corrupt_wal_refuses_to_start():
+    import glob
+    import os
+    with Cluster(3, "raft-corrupt", extra_env=FAST) as c:
+        c.start()
+        wait_until(lambda: agreed_leader(c.nodes), 10, "a leader")
+        for i in range(50):
+            assert put(c.nodes[0], f"c{i}", "x" * 100)[0] == 200
+        victim = c.nodes[2]
+        assert victim.terminate() == 0
+        segment = sorted(glob.glob(os.path.join(victim.env["DATA_DIR"], "raft-0", "wal-*.log")))[0]
+        size = os.path.getsize(segment)
+        with open(segment, "r+b") as f:  # flip a byte in the middle of the log
+            f.seek(size // 2)
+            b = f.read(1)
+            f.seek(size // 2)
+            f.write(bytes([b[0] ^ 0xFF]))
+        victim.start()
+        assert victim.proc.wait(timeout=10) == 1
+        tail = victim.log_tail(5)
+        assert "refusing to start: the Raft log cannot be trusted" in tail and "wal-" in tail, tail
+
+
 if __name__ == "__main__":
     run_tests([test_leader_kill9_repeatedly, test_leader_sigstop_then_sigcont, test_five_nodes_survive_two_failures,
-               test_kv_bad_input, test_kv_through_the_caf_client, test_sigterm_under_load_exits_cleanly])
+               test_kv_bad_input, test_kv_through_the_caf_client, test_sigterm_under_load_exits_cleanly,
+               test_full_cluster_kill9_and_restart_recovers_from_the_wal, test_corrupt_wal_refuses_to_start])
