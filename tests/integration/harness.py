@@ -30,6 +30,17 @@ def _die_with_parent():
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _as_user(uid):
+    """preexec_fn: drop to uid (so iptables can tell the node's packets apart), then die
+    with the parent (a credential change clears the death signal, so it comes second)."""
+    def run():
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        _die_with_parent()
+    return run
+
+
 def free_ports(n):
     """n distinct loopback ports that were free a moment ago."""
     socks, ports = [], []
@@ -79,8 +90,8 @@ def http(port, method, path, body=None, raw=None, timeout=5):
 
 
 class Node:
-    def __init__(self, cluster, index, node_id, node_port, http_port, env):
-        self.cluster, self.index, self.node_id = cluster, index, node_id
+    def __init__(self, cluster, index, node_id, node_port, http_port, env, uid=None):
+        self.cluster, self.index, self.node_id, self.uid = cluster, index, node_id, uid
         self.node_port, self.http_port, self.env = node_port, http_port, env
         self.proc = None
         self.log_path = os.path.join(cluster.workdir, f"{node_id}.log")
@@ -90,7 +101,8 @@ class Node:
         env.update(self.env)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([NODE_BIN, *extra_args], env=env, cwd=self.cluster.workdir,
-                                     stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_as_user(self.uid) if self.uid is not None else _die_with_parent)
         log.close()
         return self
 
@@ -139,7 +151,9 @@ class Node:
 class Cluster:
     """n nodes configured by environment variables, as in the original design."""
 
-    def __init__(self, n, name="cluster", extra_env=None, per_node_env=None):
+    def __init__(self, n, name="cluster", extra_env=None, per_node_env=None, distinct_uids=False):
+        """distinct_uids: run node i as uid 31000 + i (root only), so that Partition can
+        match its packets with iptables' owner module."""
         self.workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
         ports = free_ports(2 * n)
         self.nodes = []
@@ -150,9 +164,14 @@ class Cluster:
                    "HTTP_PORT": str(http_port), "CLUSTER_NODES": others,
                    "DATA_DIR": os.path.join(self.workdir, f"node-{i + 1}"), "LOG_LEVEL": "debug"}
             os.makedirs(env["DATA_DIR"])
+            uid = 31000 + i if distinct_uids else None
+            if uid is not None:
+                os.chown(env["DATA_DIR"], uid, uid)
             env.update(extra_env or {})
             env.update((per_node_env or {}).get(i, {}))
-            self.nodes.append(Node(self, i, env["NODE_ID"], node_port, http_port, env))
+            self.nodes.append(Node(self, i, env["NODE_ID"], node_port, http_port, env, uid))
+        if distinct_uids:
+            os.chmod(self.workdir, 0o755)
         self._old_term = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, *_):
@@ -187,6 +206,63 @@ class Cluster:
                 print(f"--- log of {n.node_id} ---\n{n.log_tail(60)}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        return False
+
+
+class Partition:
+    """Cuts one node (started with distinct_uids) off from its peers with iptables on
+    loopback, in both directions, while its HTTP port stays reachable for the test.
+
+    Connections the node opens (owner match) and connections to its CAF port are marked
+    and dropped; connections it already has are dropped by their local ports. heal()
+    removes every rule; the rules are also removed if the test fails."""
+
+    def __init__(self, node):
+        self.node = node
+        self.chain = f"DSYNC{os.getpid() % 100000}N{node.index}"
+        self.active = False
+
+    def _ipt(self, *args, check=True):
+        return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True, check=check)
+
+    def _local_ports(self):
+        out = subprocess.run(["ss", "-tnpH"], capture_output=True, text=True, check=True).stdout
+        ports = set()
+        for line in out.splitlines():
+            if f"pid={self.node.proc.pid}," in line:
+                local = line.split()[3]
+                ports.add(int(local.rsplit(":", 1)[1]))
+        ports.discard(self.node.http_port)
+        return sorted(ports)
+
+    def isolate(self):
+        n = self.node
+        assert n.uid is not None, "start the cluster with distinct_uids=True"
+        mark = str(0x4000 + n.index)
+        self._ipt("-N", self.chain)
+        self.active = True
+        self._ipt("-I", "OUTPUT", "-j", self.chain)
+        self._ipt("-A", self.chain, "-p", "tcp", "-m", "owner", "--uid-owner", str(n.uid), "-j", "CONNMARK", "--set-mark", mark)
+        self._ipt("-A", self.chain, "-p", "tcp", "--dport", str(n.node_port), "-j", "CONNMARK", "--set-mark", mark)
+        for port in self._local_ports():
+            self._ipt("-A", self.chain, "-p", "tcp", "-m", "multiport", "--ports", str(port), "-j", "DROP")
+        self._ipt("-A", self.chain, "-p", "tcp", "-m", "connmark", "--mark", mark, "-m", "multiport", "!", "--ports",
+                  str(n.http_port), "-j", "DROP")
+
+    def heal(self):
+        if not self.active:
+            return
+        self._ipt("-D", "OUTPUT", "-j", self.chain, check=False)
+        self._ipt("-F", self.chain, check=False)
+        self._ipt("-X", self.chain, check=False)
+        self.active = False
+
+    def __enter__(self):
+        self.isolate()
+        return self
+
+    def __exit__(self, *exc):
+        self.heal()
         return False
 
 
