@@ -165,6 +165,10 @@ int main(int argc, char** argv) {
       int sig = 0;
       sigwait(&stop_signals, &sig);
       log::info("node", "received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      // Hand Raft leadership over first, so the cluster does not wait an election timeout.
+      caf::scoped_actor self{sys};
+      self->request(raft, std::chrono::seconds(6), step_down_atom::value)
+        .receive([](uint64_t) {}, [](caf::error& err) { log::warn("node", "leadership hand-over: {}", caf::to_string(err)); });
     }
     gateway.stop();
     sys.middleman().unpublish(node, s.node_port);

@@ -61,6 +61,8 @@ struct group_state {
   uint64_t applied = 0;
   uint64_t snapshot_index = 0;
   std::string last_leader;
+  std::vector<caf::typed_response_promise<bool>> stepping_down;  // answered when another node leads
+  clock_type step_down_deadline;
   group_metrics m{};
   static const char* name;
 };
@@ -169,6 +171,10 @@ void finish_batch(self_ptr self, raft::ready& rd) {
     r->second.index = rs.index;
   }
   serve_reads(self);
+  if (!st.stepping_down.empty() && !rd.soft.leader.empty() && rd.soft.leader != st.settings.self) {
+    for (auto& p : st.stepping_down) p.deliver(true);
+    st.stepping_down.clear();
+  }
   if (rd.soft_state_changed && rd.soft.leader != st.last_leader) {
     st.last_leader = rd.soft.leader;
     st.m.leader_changes->inc();
@@ -220,6 +226,10 @@ void drive(self_ptr self) {
 void expire_requests(self_ptr self) {
   auto& st = self->state;
   auto now = self->clock().now();
+  if (!st.stepping_down.empty() && st.step_down_deadline <= now) {
+    for (auto& p : st.stepping_down) p.deliver(false);
+    st.stepping_down.clear();
+  }
   for (auto i = st.proposals.begin(); i != st.proposals.end();) {
     if (i->second.deadline <= now) {
       i->second.promise.deliver(make_error(errc::unavailable, "no commit within the request timeout"));
@@ -361,6 +371,29 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         return rp;
       },
       [=](status_atom) { return status_of(self); },
+      [=](step_down_atom) -> caf::result<bool> {
+        auto& st = self->state;
+        auto& c = *st.core;
+        if (c.state() != raft::role::leader) return true;
+        std::string target;
+        uint64_t best = 0;
+        for (auto& voter : c.current_config().voters) {
+          auto* pr = voter == st.settings.self ? nullptr : c.progress_of(voter);
+          if (pr && pr->match() >= best) {
+            best = pr->match();
+            target = voter;
+          }
+        }
+        if (target.empty()) return false;  // a single voter has no one to hand over to
+        auto r = c.transfer_leadership(target);
+        if (!r.ok()) return false;
+        log::info(subsystem, "group {}: handing leadership to {} before stopping", st.settings.group, target);
+        auto rp = self->make_response_promise<bool>();
+        st.stepping_down.push_back(rp);
+        st.step_down_deadline = self->clock().now() + st.settings.tick_interval * (2 * st.settings.election_ticks);
+        drive(self);
+        return rp;
+      },
       [=](raft_tick_atom) {
         self->state.core->tick();
         expire_requests(self);

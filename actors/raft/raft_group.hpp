@@ -32,6 +32,10 @@ using raft_group_actor = caf::typed_actor<
   // A read-only query; linearizable (ReadIndex on the leader) or from local state.
   caf::replies_to<query_atom, std::string, bool>::with<std::string>,
   caf::replies_to<status_atom>::with<group_status>,
+  // Graceful shutdown: a leader hands leadership to its most up-to-date follower
+  // (dissertation §3.10) and answers true once another node leads, false if that did not
+  // happen within the election timeout; a follower answers true at once.
+  caf::replies_to<step_down_atom>::with<bool>,
   // Internal: the tick timer.
   caf::reacts_to<raft_tick_atom>,
   // Peer links: a member that went down is unreachable for the core.

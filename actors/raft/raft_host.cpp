@@ -122,6 +122,28 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
         }
         return rp;
       },
+      [=](step_down_atom) -> caf::result<uint64_t> {
+        auto rp = self->make_response_promise<uint64_t>();
+        auto groups = self->state.groups;
+        if (groups.empty()) {
+          rp.deliver(uint64_t{0});
+          return rp;
+        }
+        auto handed = std::make_shared<uint64_t>(0);
+        auto left = std::make_shared<size_t>(groups.size());
+        for (auto& [id, g] : groups) {
+          self->request(g, std::chrono::seconds(5), step_down_atom::value)
+            .then(
+              [=](bool ok) mutable {
+                if (ok) ++*handed;
+                if (--*left == 0) rp.deliver(*handed);
+              },
+              [=](caf::error&) mutable {
+                if (--*left == 0) rp.deliver(*handed);
+              });
+        }
+        return rp;
+      },
       [=](member_atom, const member_status& m) {
         if (m.node_id.empty() || m.state != "alive") return;
         self->state.peer_ids[m.address] = m.node_id;

@@ -25,6 +25,9 @@ using raft_host_actor = caf::typed_actor<
   // (group, query, linearizable) on the local replica.
   caf::replies_to<query_atom, uint64_t, std::string, bool>::with<std::string>,
   caf::replies_to<status_atom>::with<std::vector<group_status>>,
+  // Graceful shutdown: every group this node leads hands its leadership over; answers
+  // the number of groups that did so (failures are logged, shutdown goes on).
+  caf::replies_to<step_down_atom>::with<uint64_t>,
   caf::reacts_to<member_atom, member_status>>;
 
 // Opens (or creates with `bootstrap` as its initial configuration) the log of a group.

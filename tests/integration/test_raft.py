@@ -219,6 +219,25 @@ def test_sigterm_under_load_exits_cleanly():
         assert codes == [0, 0, 0], codes
 
 
+def test_sigterm_of_the_leader_hands_over_leadership():
+    with Cluster(3, "raft-handover", extra_env=FAST) as c:
+        c.start()
+        times = []
+        for _ in range(2):
+            leader = by_id(c, wait_until(lambda: agreed_leader(c.nodes), 10, "a leader"))
+            others = [n for n in c.nodes if n is not leader]
+            t0 = time.monotonic()
+            assert leader.terminate() == 0
+            new = wait_until(lambda: agreed_leader(others), 5, "a new leader")
+            write_until_ok(others, "after-handover", "x", timeout=5)
+            times.append(time.monotonic() - t0)
+            assert new != leader.node_id
+            assert f"handing leadership to {new}" in leader.log_tail(20), leader.log_tail(20)
+            leader.start()
+            leader.wait_ready()
+        print("  SIGTERM of the leader to the next acknowledged write: " + ", ".join(f"{t:.3f}s" for t in times))
+
+
 def test_full_cluster_kill9_and_restart_recovers_from_the_wal():
     with Cluster(3, "raft-restart", extra_env=FAST) as c:
         c.start()
@@ -268,4 +287,5 @@ def test_corrupt_wal_refuses_to_start():
 if __name__ == "__main__":
     run_tests([test_leader_kill9_repeatedly, test_leader_sigstop_then_sigcont, test_five_nodes_survive_two_failures,
                test_kv_bad_input, test_kv_through_the_caf_client, test_sigterm_under_load_exits_cleanly,
+               test_sigterm_of_the_leader_hands_over_leadership,
                test_full_cluster_kill9_and_restart_recovers_from_the_wal, test_corrupt_wal_refuses_to_start])

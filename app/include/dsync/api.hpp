@@ -37,6 +37,7 @@ using status_atom = caf::atom_constant<caf::atom("r_status")>;
 using synced_atom = caf::atom_constant<caf::atom("r_synced")>;
 using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
+using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
 using kv_put_atom = caf::atom_constant<caf::atom("kv_put")>;
 using kv_get_atom = caf::atom_constant<caf::atom("kv_get")>;
 using kv_del_atom = caf::atom_constant<caf::atom("kv_del")>;
