@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 #include <thread>
 
 #include "actors/log.hpp"
@@ -102,7 +103,11 @@ struct http_gateway::impl {
   caf::expected<T> ask(Ts&&... xs) {
     caf::scoped_actor self{sys};
     caf::expected<T> out{caf::sec::request_timeout};
-    self->request(node, request_timeout, std::forward<Ts>(xs)...)
+    // A membership change waits for a learner to catch up; everything else is quick.
+    constexpr bool slow = (std::is_same_v<std::decay_t<Ts>, member_add_atom> || ...)
+                          || (std::is_same_v<std::decay_t<Ts>, member_remove_atom> || ...);
+    auto timeout = slow ? caf::duration{std::chrono::seconds(40)} : caf::duration{request_timeout};
+    self->request(node, timeout, std::forward<Ts>(xs)...)
       .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
     return out;
   }
@@ -148,6 +153,21 @@ struct http_gateway::impl {
                      {"term", r->term},
                      {"members", members},
                      {"groups", groups}});
+    });
+    route("POST", "/v1/cluster/members", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto id = body->find("node_id");
+      if (id == body->end() || !id->is_string())
+        return send_error(res, 400, "bad_request", "the body needs \"node_id\": a string");
+      auto r = ask<group_status>(member_add_atom::value, id->get<std::string>(), false);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, to_json(*r));
+    });
+    route("DELETE", R"(/v1/cluster/members/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto r = ask<group_status>(member_remove_atom::value, std::string{req.matches[1]}, false);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, to_json(*r));
     });
     route("PUT", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
       auto body = parse_body(req, res);

@@ -115,6 +115,26 @@ caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forward
   return rp;
 }
 
+// A membership change of the control group, run on the leader.
+template <class... Retry>
+void change_members(self_ptr self, caf::typed_response_promise<group_status> rp, uint8_t kind,
+                    const std::string& node, bool forwarded, Retry... retry) {
+  self->request(self->state.raft, std::chrono::seconds(35), member_change_atom::value, control_group, kind, node)
+    .then([=](group_status& status) mutable { rp.deliver(std::move(status)); },
+          [=](caf::error& err) mutable {
+            if (err != errc::not_leader || forwarded) {
+              rp.deliver(std::move(err));
+              return;
+            }
+            auto leader = context_string(err);
+            if (leader.empty()) {
+              rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet"));
+              return;
+            }
+            forward_to_leader<group_status>(self, rp, leader, retry...);
+          });
+}
+
 }  // namespace
 
 node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_links_actor links, raft_host_actor raft,
@@ -193,6 +213,28 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
       [=](kv_del_atom, std::string& key, bool forwarded) -> caf::result<uint64_t> {
         if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);
         return kv_write(self, kv::command{kv::op::erase, key, {}}, forwarded, kv_del_atom::value, key, true);
+      },
+      [=](member_add_atom, std::string& node, bool forwarded) -> caf::result<group_status> {
+        if (node.empty() || node.size() > 64) return make_error(errc::bad_request, "a node id has 1-64 characters");
+        // Only a running, linked node can catch up; refuse others at once.
+        auto rp = self->make_response_promise<group_status>();
+        self->request(self->state.links, local_timeout, lookup_atom::value, node)
+          .then(
+            [=](node_api&) mutable {
+              change_members(self, rp, 0, node, forwarded, member_add_atom::value, node, true);
+            },
+            [=](caf::error&) mutable {
+              rp.deliver(make_error(errc::bad_request, "node " + node + " is not linked to " + self->state.self.node_id +
+                                                          ": start it with CLUSTER_STATE=existing and this cluster's "
+                                                          "members in CLUSTER_NODES first"));
+            });
+        return rp;
+      },
+      [=](member_remove_atom, std::string& node, bool forwarded) -> caf::result<group_status> {
+        if (node.empty() || node.size() > 64) return make_error(errc::bad_request, "a node id has 1-64 characters");
+        auto rp = self->make_response_promise<group_status>();
+        change_members(self, rp, 1, node, forwarded, member_remove_atom::value, node, true);
+        return rp;
       },
       [=](kv_get_atom, std::string& key, bool linearizable, bool forwarded) -> caf::result<kv_entry> {
         if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);

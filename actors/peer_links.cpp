@@ -278,6 +278,19 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
       },
       [=](hello_atom, const node_info& info) {
         auto& peers = self->state.peers;
+        peer_address from{info.host, info.port};
+        auto known = std::any_of(peers.begin(), peers.end(), [&](const peer& p) {
+          return same_address(p.address, from) || (!p.node_id.empty() && p.node_id == info.node_id);
+        });
+        if (!known) {
+          // A member we were not configured with (one added to a running cluster): link to it too.
+          log::info(subsystem, "learned peer {} at {} from its handshake", info.node_id, from.to_string());
+          peer p;
+          p.address = from;
+          p.since_ms = wall_clock_ms();
+          peers.push_back(p);
+          update_gauges(self);
+        }
         for (size_t i = 0; i < peers.size(); ++i) {
           auto& p = peers[i];
           if (!same_address(p.address, peer_address{info.host, info.port}) && !(p.node_id == info.node_id && !p.node_id.empty())) continue;

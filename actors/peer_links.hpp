@@ -8,7 +8,8 @@
 // down_msg; a frozen peer (SIGSTOP, partition) is noticed by missed pings: silent for
 // peer_suspect_ms -> suspected, for peer_down_ms -> down and reconnected from scratch.
 // A restarted peer on the same address is picked up by the reconnect loop (or at once
-// when its own handshake reaches us).
+// when its own handshake reaches us). A compatible node that was not configured here but
+// sends us its handshake (a member added to a running cluster) is linked to as well.
 #pragma once
 
 #include <optional>

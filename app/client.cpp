@@ -70,6 +70,22 @@ caf::expected<kv_entry> client::get(const std::string& key, bool linearizable) {
 
 caf::expected<uint64_t> client::del(const std::string& key) { return impl_->ask<uint64_t>(kv_del_atom::value, key, false); }
 
+caf::expected<group_status> client::add_member(const std::string& node_id) {
+  auto saved = impl_->timeout;
+  impl_->timeout = caf::duration{std::chrono::seconds(40)};
+  auto r = impl_->ask<group_status>(member_add_atom::value, node_id, false);
+  impl_->timeout = saved;
+  return r;
+}
+
+caf::expected<group_status> client::remove_member(const std::string& node_id) {
+  auto saved = impl_->timeout;
+  impl_->timeout = caf::duration{std::chrono::seconds(40)};
+  auto r = impl_->ask<group_status>(member_remove_atom::value, node_id, false);
+  impl_->timeout = saved;
+  return r;
+}
+
 std::string client::describe(const caf::error& err) const {
   if (err.category() == caf::atom("dsync")) return error_reason(err);
   return impl_->sys.render(err);

@@ -109,6 +109,37 @@ void register_commands() {
                    else std::cout << "revision " << *r << "\n";
                    return 0;
                  }};
+  auto print_group = [](context& ctx, const dsync::group_status& g) {
+    if (ctx.as_json) {
+      std::cout << json{{"group", g.group}, {"leader", g.leader}, {"term", g.term}, {"voters", g.voters},
+                        {"learners", g.learners}}
+                     .dump()
+                << "\n";
+      return;
+    }
+    auto join = [](const std::vector<std::string>& v) {
+      std::string out;
+      for (auto& x : v) out += (out.empty() ? "" : ",") + x;
+      return out.empty() ? std::string{"-"} : out;
+    };
+    std::cout << "voters " << join(g.voters) << "  learners " << join(g.learners) << "\n";
+  };
+  t["member add"] = {"member add NODE_ID", "add a running node (CLUSTER_STATE=existing) as a voter",
+                     [=](context& ctx, const std::vector<std::string>& args) {
+                       if (args.size() != 1) return usage_error("member add needs NODE_ID");
+                       auto r = ctx.client->add_member(args[0]);
+                       if (!r) return call_failed(ctx, r.error());
+                       print_group(ctx, *r);
+                       return 0;
+                     }};
+  t["member remove"] = {"member remove NODE_ID", "remove a node from the cluster's voters",
+                        [=](context& ctx, const std::vector<std::string>& args) {
+                          if (args.size() != 1) return usage_error("member remove needs NODE_ID");
+                          auto r = ctx.client->remove_member(args[0]);
+                          if (!r) return call_failed(ctx, r.error());
+                          print_group(ctx, *r);
+                          return 0;
+                        }};
   t["cluster status"] = {
     "cluster status", "members and their state as this node sees them",
     [](context& ctx, const std::vector<std::string>& args) {

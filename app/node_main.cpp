@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
     raft_host_settings rs;
     rs.self = s.node_id;
     rs.expected_peers = s.cluster_nodes.size();
+    rs.join_existing = s.join_existing;
     rs.group_defaults.tick_interval = std::chrono::milliseconds{s.raft_tick_ms};
     rs.group_defaults.election_ticks = s.raft_election_ticks;
     rs.group_defaults.heartbeat_ticks = s.raft_heartbeat_ticks;

@@ -171,6 +171,14 @@ const std::vector<setting_def>& setting_table() {
        s.cluster_id = v;
        return {};
      }},
+    {"cluster-state", "CLUSTER_STATE", "new",
+     "new: the members start a new cluster; existing: join a running one (then: dsyncctl member add)",
+     [](node_settings& s, const std::string& v) -> check_result {
+       if (v == "new") s.join_existing = false;
+       else if (v == "existing") s.join_existing = true;
+       else return fmt::format("'{}' is not a cluster state (expected new or existing)", v);
+       return {};
+     }},
     {"data-dir", "DATA_DIR", "./dsync-data/<node-id>",
      "directory for the write-ahead log and snapshots (an explicit one must exist)",
      [](node_settings& s, const std::string& v) -> check_result {
@@ -592,11 +600,12 @@ std::string dump_settings(const node_settings& s) {
   for (auto& p : s.cluster_nodes) peers += (peers.empty() ? "" : ",") + p.to_string();
   return fmt::format(
     "node-id = \"{}\"\nnode-host = \"{}\"\nnode-port = {}\nhttp-port = {}\ncluster-nodes = \"{}\"\n"
-    "cluster-id = \"{}\"\ndata-dir = \"{}\"\nredis-host = \"{}\"\nredis-port = {}\ncache-size = {}\n"
+    "cluster-id = \"{}\"\ncluster-state = \"{}\"\ndata-dir = \"{}\"\nredis-host = \"{}\"\nredis-port = {}\ncache-size = {}\n"
     "cache-coherence-protocol = \"{}\"\nlog-level = \"{}\"\npeer-ping-ms = {}\npeer-suspect-ms = {}\n"
     "peer-down-ms = {}\nraft-tick-ms = {}\nraft-election-ticks = {}\nraft-heartbeat-ticks = {}\n"
     "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
-    s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.data_dir, s.redis_host,
+    s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.join_existing ? "existing" : "new",
+    s.data_dir, s.redis_host,
     s.redis_port, s.cache_size, to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
     s.peer_suspect_ms, s.peer_down_ms, s.raft_tick_ms, s.raft_election_ticks, s.raft_heartbeat_ticks,
     s.raft_snapshot_entries, s.http_max_body_bytes, s.http_threads);

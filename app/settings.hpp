@@ -38,6 +38,9 @@ struct node_settings {
   uint16_t http_port = 6000;  // NODE_PORT + 1000 unless set
   std::vector<peer_address> cluster_nodes;  // the other members, never this node
   std::string cluster_id = "dsync";
+  // new: the listed members form a new cluster together. existing: this node joins a running
+  // cluster and waits to be added (dsyncctl member add) instead of bootstrapping.
+  bool join_existing = false;
   std::string data_dir;  // "" until resolved: default is ./dsync-data/<node_id>
   bool data_dir_explicit = false;
   std::string redis_host = "127.0.0.1";

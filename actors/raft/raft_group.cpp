@@ -27,6 +27,17 @@ struct pending_read {
   bool confirmed = false;
 };
 
+// The membership change this leader is carrying out (at most one).
+struct member_change {
+  bool active = false;
+  bool add = true;
+  std::string node;
+  uint64_t index = 0;      // the conf-change entry waited for (0: promotion not proposed yet)
+  bool promoting = false;  // add: the learner entry is applied; promote once caught up
+  caf::typed_response_promise<group_status> promise;
+  clock_type deadline;
+};
+
 struct group_metrics {
   metrics::gauge* term;
   metrics::gauge* commit;
@@ -61,6 +72,7 @@ struct group_state {
   uint64_t applied = 0;
   uint64_t snapshot_index = 0;
   std::string last_leader;
+  member_change change;
   std::vector<caf::typed_response_promise<bool>> stepping_down;  // answered when another node leads
   clock_type step_down_deadline;
   group_metrics m{};
@@ -147,6 +159,48 @@ void maybe_compact(self_ptr self) {
 }
 
 void drive(self_ptr self);
+group_status status_of(self_ptr self);
+
+void finish_member_change(self_ptr self, caf::error err = {}) {
+  auto& ch = self->state.change;
+  if (!ch.active) return;
+  ch.active = false;
+  if (err) ch.promise.deliver(std::move(err));
+  else ch.promise.deliver(status_of(self));
+}
+
+// Proposes the promotion of a learner that caught up; retried on every tick until it is.
+void try_promote(self_ptr self) {
+  auto& st = self->state;
+  auto& ch = st.change;
+  if (!ch.active || !ch.promoting || ch.index != 0) return;
+  auto r = st.core->propose_conf_change(raft::conf_change{raft::conf_change_type::promote_learner, ch.node});
+  if (r.ok()) {
+    ch.index = r.index;
+    log::info(subsystem, "group {}: {} caught up; promoting it to voter", st.settings.group, ch.node);
+    return;
+  }
+  if (r.code == raft::errc::not_leader)
+    return finish_member_change(self, not_leader_error(r.leader_hint));
+  if (r.code == raft::errc::invalid_conf_change) return finish_member_change(self);  // already a voter
+  // learner_not_caught_up, conf_change_in_progress, leader_not_ready: next tick
+}
+
+// Called after entries were applied: moves the membership change on.
+void progress_member_change(self_ptr self) {
+  auto& st = self->state;
+  auto& ch = st.change;
+  if (!ch.active || ch.index == 0 || st.applied < ch.index) return;
+  if (ch.add && !ch.promoting) {
+    ch.promoting = true;
+    ch.index = 0;
+    try_promote(self);
+    return;
+  }
+  log::info(subsystem, "group {}: {} {}; voters now {}", st.settings.group, ch.node, ch.add ? "added" : "removed",
+            raft::to_string(st.core->current_config()));
+  finish_member_change(self);
+}
 
 // The part of a batch that must wait for its fsync.
 void finish_batch(self_ptr self, raft::ready& rd) {
@@ -171,6 +225,7 @@ void finish_batch(self_ptr self, raft::ready& rd) {
     r->second.index = rs.index;
   }
   serve_reads(self);
+  progress_member_change(self);
   if (!st.stepping_down.empty() && !rd.soft.leader.empty() && rd.soft.leader != st.settings.self) {
     for (auto& p : st.stepping_down) p.deliver(true);
     st.stepping_down.clear();
@@ -226,6 +281,15 @@ void drive(self_ptr self) {
 void expire_requests(self_ptr self) {
   auto& st = self->state;
   auto now = self->clock().now();
+  if (st.change.active && st.change.deadline <= now) {
+    auto node = st.change.node;
+    bool undo = st.change.add && st.change.promoting;
+    finish_member_change(self, make_error(errc::unavailable, "the membership change of " + node +
+                                                               " did not finish in time (is the node running and caught up?)" +
+                                                               (undo ? "; the learner is being removed again" : "")));
+    // A learner that never caught up would stay in the configuration for good.
+    if (undo) st.core->propose_conf_change(raft::conf_change{raft::conf_change_type::remove_node, node});
+  }
   if (!st.stepping_down.empty() && st.step_down_deadline <= now) {
     for (auto& p : st.stepping_down) p.deliver(false);
     st.stepping_down.clear();
@@ -371,6 +435,41 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         return rp;
       },
       [=](status_atom) { return status_of(self); },
+      [=](member_change_atom, uint8_t kind, std::string& node) -> caf::result<group_status> {
+        auto& st = self->state;
+        auto& c = *st.core;
+        if (c.state() != raft::role::leader) return not_leader_error(c.leader());
+        if (st.change.active)
+          return make_error(errc::unavailable, "another membership change (" + st.change.node + ") is in progress");
+        bool add = kind == 0;
+        auto& conf = c.current_config();
+        if (add && conf.is_voter(node)) return status_of(self);
+        if (!add && !conf.contains(node)) return status_of(self);
+        auto& ch = st.change;
+        ch = member_change{};
+        ch.add = add;
+        ch.node = node;
+        ch.deadline = self->clock().now() + std::chrono::seconds(30);
+        if (add && conf.is_learner(node)) {
+          ch.promoting = true;
+        } else {
+          auto type = add ? raft::conf_change_type::add_learner : raft::conf_change_type::remove_node;
+          auto r = c.propose_conf_change(raft::conf_change{type, node});
+          if (!r.ok()) {
+            if (r.code == raft::errc::not_leader) return not_leader_error(r.leader_hint);
+            auto why = std::string{"membership change refused: "} + raft::to_string(r.code);
+            if (r.code == raft::errc::invalid_conf_change) return make_error(errc::bad_request, why);
+            return make_error(errc::unavailable, why);
+          }
+          ch.index = r.index;
+        }
+        ch.active = true;
+        ch.promise = self->make_response_promise<group_status>();
+        log::info(subsystem, "group {}: {} {}", st.settings.group, add ? "adding" : "removing", node);
+        try_promote(self);
+        drive(self);
+        return ch.promise;
+      },
       [=](step_down_atom) -> caf::result<bool> {
         auto& st = self->state;
         auto& c = *st.core;
@@ -397,6 +496,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
       [=](raft_tick_atom) {
         self->state.core->tick();
         expire_requests(self);
+        try_promote(self);
         drive(self);
         self->delayed_send(self, self->state.settings.tick_interval, raft_tick_atom::value);
       },

@@ -36,6 +36,10 @@ using raft_group_actor = caf::typed_actor<
   // (dissertation §3.10) and answers true once another node leads, false if that did not
   // happen within the election timeout; a follower answers true at once.
   caf::replies_to<step_down_atom>::with<bool>,
+  // Membership change on the leader (dissertation §4.1, one at a time): (0 = add, 1 =
+  // remove, node id). add proposes the node as a learner, waits until it caught up and
+  // promotes it; both answer the configuration once the last change is applied here.
+  caf::replies_to<member_change_atom, uint8_t, std::string>::with<group_status>,
   // Internal: the tick timer.
   caf::reacts_to<raft_tick_atom>,
   // Peer links: a member that went down is unreachable for the core.

@@ -74,7 +74,10 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
     st.dropped = &registry.get_counter("dsync_raft_messages_dropped_total",
                                        "Raft messages for a group that does not run here");
     if (st.logs.exists(control_group)) start_group(self, control_group, raft::configuration{});
-    else if (settings.expected_peers == 0) maybe_bootstrap(self);
+    else if (settings.join_existing) {
+      log::info("raft", "joining a running cluster: waiting to be added (dsyncctl member add {})", settings.self);
+      start_group(self, control_group, raft::configuration{});
+    } else if (settings.expected_peers == 0) maybe_bootstrap(self);
     else log::info("raft", "waiting to reach all {} peers once to bootstrap the control group", settings.expected_peers);
     self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
     return {
@@ -121,6 +124,12 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
               });
         }
         return rp;
+      },
+      [=](member_change_atom, uint64_t group, uint8_t kind, std::string& node) -> caf::result<group_status> {
+        auto g = self->state.groups.find(group);
+        if (g == self->state.groups.end())
+          return make_error(errc::unavailable, "Raft group " + std::to_string(group) + " is not running on this node yet");
+        return self->delegate(g->second, member_change_atom::value, kind, std::move(node));
       },
       [=](step_down_atom) -> caf::result<uint64_t> {
         auto rp = self->make_response_promise<uint64_t>();

@@ -28,6 +28,8 @@ using raft_host_actor = caf::typed_actor<
   // Graceful shutdown: every group this node leads hands its leadership over; answers
   // the number of groups that did so (failures are logged, shutdown goes on).
   caf::replies_to<step_down_atom>::with<uint64_t>,
+  // (group, 0 = add / 1 = remove, node id) on the local replica: see raft_group.hpp.
+  caf::replies_to<member_change_atom, uint64_t, uint8_t, std::string>::with<group_status>,
   caf::reacts_to<member_atom, member_status>>;
 
 // Opens (or creates with `bootstrap` as its initial configuration) the log of a group.
@@ -40,6 +42,7 @@ struct log_opener {
 struct raft_host_settings {
   std::string self;
   size_t expected_peers = 0;  // members besides this node
+  bool join_existing = false;  // start with no configuration and wait to be added
   raft_group_settings group_defaults;  // group and self are filled in per group
 };
 

@@ -272,12 +272,12 @@ def test_corrupt_wal_refuses_to_start():
         victim = c.nodes[2]
         assert victim.terminate() == 0
         segment = sorted(glob.glob(os.path.join(victim.env["DATA_DIR"], "raft-0", "wal-*.log")))[0]
-        size = os.path.getsize(segment)
-        with open(segment, "r+b") as f:  # flip a byte in the middle of the log
-            f.seek(size // 2)
-            b = f.read(1)
-            f.seek(size // 2)
-            f.write(bytes([b[0] ^ 0xFF]))
+        with open(segment, "rb") as f:
+            data = f.read()
+        used = len(data.rstrip(b"\0"))  # a segment may be preallocated: records, then zeros
+        with open(segment, "r+b") as f:  # flip a byte in the middle of the records
+            f.seek(used // 2)
+            f.write(bytes([data[used // 2] ^ 0xFF]))
         victim.start()
         assert victim.proc.wait(timeout=10) == 1
         tail = victim.log_tail(5)

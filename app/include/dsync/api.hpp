@@ -38,6 +38,9 @@ using synced_atom = caf::atom_constant<caf::atom("r_synced")>;
 using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
 using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
+using member_change_atom = caf::atom_constant<caf::atom("r_member")>;
+using member_add_atom = caf::atom_constant<caf::atom("m_add")>;
+using member_remove_atom = caf::atom_constant<caf::atom("m_remove")>;
 using kv_put_atom = caf::atom_constant<caf::atom("kv_put")>;
 using kv_get_atom = caf::atom_constant<caf::atom("kv_get")>;
 using kv_del_atom = caf::atom_constant<caf::atom("kv_del")>;
@@ -163,7 +166,12 @@ using node_api = caf::typed_actor<
   // request; the forwarded flag (set by nodes, not clients) stops a second forward.
   caf::replies_to<kv_put_atom, std::string, std::string, bool>::with<uint64_t>,
   caf::replies_to<kv_del_atom, std::string, bool>::with<uint64_t>,
-  caf::replies_to<kv_get_atom, std::string, bool, bool>::with<kv_entry>>;
+  caf::replies_to<kv_get_atom, std::string, bool, bool>::with<kv_entry>,
+  // Membership of the control group (node id, forwarded). add: the node joins as a
+  // learner, catches up, then becomes a voter; the answer is the configuration after it.
+  // The node must be running and linked (started with CLUSTER_STATE=existing).
+  caf::replies_to<member_add_atom, std::string, bool>::with<group_status>,
+  caf::replies_to<member_remove_atom, std::string, bool>::with<group_status>>;
 
 // Receives membership changes (one member_status per change).
 using membership_listener = caf::typed_actor<caf::reacts_to<member_atom, member_status>>;

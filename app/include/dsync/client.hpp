@@ -38,6 +38,12 @@ class client {
   caf::expected<kv_entry> get(const std::string& key, bool linearizable = true);
   caf::expected<uint64_t> del(const std::string& key);
 
+  // Membership of the control group: add a running node (started with
+  // CLUSTER_STATE=existing) as a voter once it caught up, or remove one. Both answer the
+  // configuration afterwards; both may take up to 30 s.
+  caf::expected<group_status> add_member(const std::string& node_id);
+  caf::expected<group_status> remove_member(const std::string& node_id);
+
   // A one-line description of an error returned by any call.
   std::string describe(const caf::error& err) const;
 

@@ -122,6 +122,8 @@ TEST_CASE("every setting is read from its environment variable") {
   CHECK(s.raft_election_ticks == 20);
   CHECK(s.raft_heartbeat_ticks == 3);
   CHECK(s.raft_snapshot_entries == 500);
+  CHECK_FALSE(s.join_existing);
+  CHECK(ok({}, {{"NODE_ID", "n"}, {"CLUSTER_STATE", "existing"}}).join_existing);
 }
 
 TEST_CASE("a cluster file lists every member; NODE_ID picks this node's entry") {
@@ -220,6 +222,7 @@ TEST_CASE("bad values name the variable, the value and what is expected") {
   CHECK(contains(with("PEER_DOWN_MS", "1"), "out of range"));
   CHECK(contains(with("HTTP_MAX_BODY_BYTES", "10"), "out of range (expected 1024..67108864)"));
   CHECK(contains(with("HTTP_THREADS", "0"), "out of range (expected 1..1024)"));
+  CHECK(contains(with("CLUSTER_STATE", "old"), "'old' is not a cluster state (expected new or existing)"));
   CHECK(contains(with("RAFT_TICK_MS", "0"), "RAFT_TICK_MS=0: out of range (expected 1..1000)"));
   CHECK(contains(with("RAFT_ELECTION_TICKS", "2"), "out of range (expected 3..1000)"));
   CHECK(contains(with("RAFT_HEARTBEAT_TICKS", "x"), "not a whole number"));
@@ -288,7 +291,7 @@ TEST_CASE("help lists every setting with its environment variable; dump reproduc
     CHECK_MESSAGE(contains(help, env), env);
   CHECK(contains(help, "NODE_PORT + 1000"));
   auto original = ok({}, {{"NODE_ID", "n1"}, {"CLUSTER_NODES", "a:1,b:2"}, {"CACHE_COHERENCE_PROTOCOL", "MOSI"},
-                          {"DATA_DIR", "/d"}});
+                          {"DATA_DIR", "/d"}, {"CLUSTER_STATE", "existing"}});
   files["/dump.ini"] = dump_settings(original);
   auto again = ok({"--config-file=/dump.ini"});
   CHECK(dump_settings(again) == dump_settings(original));
