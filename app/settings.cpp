@@ -123,6 +123,18 @@ std::vector<std::string> split_list(const std::string& v) {
   return out;
 }
 
+// A setting that is a whole number in [lo, hi], stored in member `field`.
+template <class T>
+std::function<check_result(node_settings&, const std::string&)> number(T node_settings::*field, uint64_t lo,
+                                                                       uint64_t hi) {
+  return [=](node_settings& s, const std::string& v) -> check_result {
+    uint64_t x = 0;
+    if (auto err = parse_uint(v, lo, hi, x)) return err;
+    s.*field = static_cast<T>(x);
+    return {};
+  };
+}
+
 struct setting_def {
   const char* key;  // flag --key and config-file key
   const char* env;
@@ -196,7 +208,7 @@ const std::vector<setting_def>& setting_table() {
     {"redis-port", "REDIS_PORT", "6379", "Redis port",
      [](node_settings& s, const std::string& v) { return parse_port(v, s.redis_port); }},
     {"cache-size", "CACHE_SIZE", "10000", "cache capacity of this node, in lines (1..100000000)",
-     [](node_settings& s, const std::string& v) { return parse_uint(v, 1, 100000000, s.cache_size); }},
+     number(&node_settings::cache_size, 1, 100000000)},
     {"cache-coherence-protocol", "CACHE_COHERENCE_PROTOCOL", "MESI",
      "MESI, MOSI or MOESI; every node of a cluster must agree",
      [](node_settings& s, const std::string& v) -> check_result {
@@ -221,66 +233,29 @@ const std::vector<setting_def>& setting_table() {
        return fmt::format("'{}' is not a log level (expected trace, debug, info, warn, error or off)", v);
      }},
     {"peer-ping-ms", "PEER_PING_MS", "200", "how often each peer is pinged, in ms (10..10000)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 10, 10000, x)) return err;
-       s.peer_ping_ms = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::peer_ping_ms, 10, 10000)},
     {"peer-suspect-ms", "PEER_SUSPECT_MS", "1000",
      "a peer silent this long is suspected, in ms (20..60000)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 20, 60000, x)) return err;
-       s.peer_suspect_ms = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::peer_suspect_ms, 20, 60000)},
     {"peer-down-ms", "PEER_DOWN_MS", "3000",
      "a peer silent this long is down, in ms (50..600000); a closed connection is down at once",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 50, 600000, x)) return err;
-       s.peer_down_ms = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::peer_down_ms, 50, 600000)},
     {"raft-tick-ms", "RAFT_TICK_MS", "25", "length of one Raft tick, in ms (1..1000)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 1, 1000, x)) return err;
-       s.raft_tick_ms = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::raft_tick_ms, 1, 1000)},
     {"raft-election-ticks", "RAFT_ELECTION_TICKS", "10",
      "election timeout in ticks, randomized over [n, 2n) (3..1000)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 3, 1000, x)) return err;
-       s.raft_election_ticks = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::raft_election_ticks, 3, 1000)},
     {"raft-heartbeat-ticks", "RAFT_HEARTBEAT_TICKS", "2", "leader heartbeat interval in ticks (1..100)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 1, 100, x)) return err;
-       s.raft_heartbeat_ticks = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::raft_heartbeat_ticks, 1, 100)},
     {"raft-snapshot-entries", "RAFT_SNAPSHOT_ENTRIES", "10000",
      "applied entries between two snapshots of a group (100..100000000)",
-     [](node_settings& s, const std::string& v) { return parse_uint(v, 100, 100000000, s.raft_snapshot_entries); }},
+     number(&node_settings::raft_snapshot_entries, 100, 100000000)},
     {"http-max-body-bytes", "HTTP_MAX_BODY_BYTES", "1048576",
      "largest HTTP request body accepted (1024..67108864); larger ones get 413",
-     [](node_settings& s, const std::string& v) {
-       return parse_uint(v, 1024, 64 << 20, s.http_max_body_bytes);
-     }},
+     number(&node_settings::http_max_body_bytes, 1024, 64 << 20)},
     {"http-threads", "HTTP_THREADS", "128",
      "HTTP worker threads; each serves one keep-alive connection at a time (1..1024)",
-     [](node_settings& s, const std::string& v) -> check_result {
-       uint64_t x = 0;
-       if (auto err = parse_uint(v, 1, 1024, x)) return err;
-       s.http_threads = static_cast<uint32_t>(x);
-       return {};
-     }},
+     number(&node_settings::http_threads, 1, 1024)},
   };
   return table;
 }

@@ -18,26 +18,4 @@ class log_store : public raft::storage {
   virtual void sync() = 0;
 };
 
-// memory_storage behind the log_store interface: for tests and DATA_DIR-less runs.
-class memory_log_store final : public log_store {
- public:
-  explicit memory_log_store(raft::configuration bootstrap) : mem_(std::move(bootstrap)) {}
-  raft::initial_state load_initial_state() const override { return mem_.load_initial_state(); }
-  uint64_t first_index() const override { return mem_.first_index(); }
-  uint64_t last_index() const override { return mem_.last_index(); }
-  raft::storage_errc term(uint64_t index, uint64_t& out) const override { return mem_.term(index, out); }
-  raft::storage_errc entries(uint64_t lo, uint64_t hi, uint64_t max_bytes,
-                             std::vector<raft::entry>& out) const override {
-    return mem_.entries(lo, hi, max_bytes, out);
-  }
-  raft::storage_errc snapshot(std::shared_ptr<const raft::snapshot>& out) const override {
-    return mem_.snapshot(out);
-  }
-  void write(const raft::ready& rd) override { raft::persist_ready(mem_, rd); }
-  void sync() override {}
-
- private:
-  raft::memory_storage mem_;
-};
-
 }  // namespace dsync
