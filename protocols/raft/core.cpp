@@ -204,7 +204,7 @@ void core::start_campaign(bool pre_vote, bool transfer) {
     become_candidate();
     type = message_type::request_vote;
     vote_term = term_;
-    poll(cfg_.id, true); if (state_ != role::candidate) return;
+    // The own vote counts only once it is durable: see advance().
   }
   for (const auto& voter : conf_.voters) {
     if (voter == cfg_.id)
@@ -577,8 +577,16 @@ void core::handle_append_response(const message& m, progress& pr) {
     return;
   }
   bool was_paused = pr.is_paused();
-  if (!pr.maybe_update(m.index))
-    return; // stale or duplicate
+  if (!pr.maybe_update(m.index)) {
+    // A probe answered at the known match (the follower is simply up to
+    // date) also proves the position: resume pipelining.
+    if (pr.state() == progress_state::probe && m.index == pr.match()) {
+      pr.become_replicate();
+      while (maybe_send_append(m.from, false)) {
+      }
+    }
+    return; // otherwise stale or duplicate
+  }
   switch (pr.state()) {
     case progress_state::probe:
       pr.become_replicate();
@@ -616,7 +624,9 @@ void core::handle_heartbeat_response(const message& m, progress& pr) {
   } else {
     // A full window whose messages were lost would stall forever: let one more out.
     pr.window_free_first_if_full();
-    if (pr.match() < log_.last_index())
+    // Behind: (re)send. Probing: an empty probe lets a caught-up follower
+    // confirm its position and return to replicate.
+    if (pr.match() < log_.last_index() || pr.state() == progress_state::probe)
       maybe_send_append(m.from, true);
   }
   if (m.context > 0 && conf_.is_voter(m.from)) {

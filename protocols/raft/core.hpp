@@ -31,11 +31,16 @@
 //     everything it asked to apply has been applied. Only then does the
 //     leader count its own log toward commitment, and a candidate its own
 //     vote (both must be durable first).
+//   * committed_entries also carry the leader no-ops (skip them) and
+//     conf_change entries: the core already switched configuration when the
+//     entry was appended (§4.1); the caller may use them to connect to new
+//     peers or drop removed ones.
 //   * A crash may happen anywhere; the node restarts by constructing a new
 //     core over the same storage (only the durable part survives).
-//   * Preconditions that a correct caller cannot violate by accident
-//     (advance without ready, storage that lost durable entries) throw
-//     std::logic_error; invalid configuration throws std::invalid_argument.
+//   * Broken preconditions (advance without ready, ready twice, a storage
+//     that lost durable entries, a leader overwriting committed entries)
+//     throw std::logic_error: the node must stop. An invalid configuration
+//     throws std::invalid_argument from the constructor.
 //     Refusals that a client can cause (not leader, limits) are returned as
 //     `result` codes, never thrown.
 #pragma once
