@@ -9,6 +9,10 @@
 #include <type_traits>
 #include <thread>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "actors/log.hpp"
 
 namespace dsync {
@@ -83,6 +87,24 @@ json to_json(const member_status& m) {
               {"since_ms", m.since_ms},
               {"last_contact_ms", m.last_contact_ms},
               {"http_port", m.http_port}};
+}
+
+// cpp-httplib listens with a backlog of 5 (a compile-time constant of Debian's build), so
+// a burst of new connections overflows the accept queue and clients see resets. Linux
+// lets listen() be called again on a listening socket to raise the backlog; find ours.
+void raise_listen_backlog(uint16_t port) {
+  for (int fd = 3; fd < 4096; ++fd) {
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof addr;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
+    uint16_t bound = 0;
+    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    else if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    if (bound == port) ::listen(fd, SOMAXCONN);
+  }
 }
 
 }  // namespace
@@ -264,6 +286,7 @@ std::optional<std::string> http_gateway::start() {
   if (!d.server.bind_to_port(d.settings.node_host.c_str(), d.settings.http_port))
     return "cannot listen for HTTP on " + d.settings.node_host + ":" + std::to_string(d.settings.http_port)
            + ": " + std::strerror(errno);
+  raise_listen_backlog(d.settings.http_port);
   d.thread = std::thread([&d] { d.server.listen_after_bind(); });
   log::info("http", "serving HTTP on {}:{}", d.settings.node_host, d.settings.http_port);
   return std::nullopt;
