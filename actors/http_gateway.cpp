@@ -3,6 +3,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -139,15 +141,21 @@ struct http_gateway::impl {
   void route(const char* method, const std::string& pattern, Handler handler) {
     auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
                                            metrics::latency_buckets_seconds(), {{"route", pattern}});
-    auto wrapped = [this, pattern, latency, handler](const httplib::Request& req,
+    auto by_status = std::make_shared<std::array<std::atomic<metrics::counter*>, 600>>();
+    auto wrapped = [this, pattern, latency, handler, by_status](const httplib::Request& req,
                                                                        httplib::Response& res) {
       auto start = std::chrono::steady_clock::now();
       handler(req, res);
       latency->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      metrics
-        .get_counter("dsync_http_requests_total", "HTTP requests by route and status",
-                     {{"route", pattern}, {"code", std::to_string(res.status)}})
-        .inc();
+      // The counter of each status is looked up (under the registry's lock) only once.
+      auto code = static_cast<size_t>(res.status) < by_status->size() ? static_cast<size_t>(res.status) : 0;
+      auto* c = (*by_status)[code].load(std::memory_order_acquire);
+      if (c == nullptr) {
+        c = &metrics.get_counter("dsync_http_requests_total", "HTTP requests by route and status",
+                                 {{"route", pattern}, {"code", std::to_string(res.status)}});
+        (*by_status)[code].store(c, std::memory_order_release);
+      }
+      c->inc();
     };
     if (std::strcmp(method, "GET") == 0) server.Get(pattern, wrapped);
     else if (std::strcmp(method, "POST") == 0) server.Post(pattern, wrapped);
