@@ -73,15 +73,6 @@ class posix_file final : public writable_file {
   uint64_t size_;
 };
 
-std::string parent_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos)
-    return ".";
-  if (slash == 0)
-    return "/";
-  return path.substr(0, slash);
-}
-
 class posix_fs final : public file_system {
  public:
   void create_dir(const std::string& dir) override {
@@ -191,6 +182,15 @@ class posix_fs final : public file_system {
 };
 
 } // namespace
+
+std::string parent_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos)
+    return ".";
+  if (slash == 0)
+    return "/";
+  return path.substr(0, slash);
+}
 
 std::shared_ptr<file_system> posix_file_system() {
   static auto fs = std::make_shared<posix_fs>();

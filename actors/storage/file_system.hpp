@@ -68,4 +68,7 @@ class file_system {
 // The real file system (POSIX calls). Shared and stateless.
 std::shared_ptr<file_system> posix_file_system();
 
+// The directory part of a path ("." for a bare name, "/" for a file at the root).
+std::string parent_of(const std::string& path);
+
 } // namespace dsync::storage

@@ -8,15 +8,6 @@ namespace dsync::storage {
 
 namespace {
 
-std::string parent_of(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos)
-    return ".";
-  if (slash == 0)
-    return "/";
-  return path.substr(0, slash);
-}
-
 [[noreturn]] void fail(const char* call, const std::string& path, int err) {
   throw storage_error(std::string(call) + "(" + path + ") failed: " + std::strerror(err)
                         + " (simulated)",

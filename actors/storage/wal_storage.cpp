@@ -493,13 +493,33 @@ raft::storage_errc wal_storage::append(const std::vector<raft::entry>& ents) {
 raft::storage_errc wal_storage::apply_snapshot(raft::snapshot snap) {
   std::lock_guard<std::mutex> writer{write_mutex_};
   check_failed();
-  uint64_t index = snap.metadata.index;
-  if (index <= snapshot_->metadata.index)
+  if (snap.metadata.index <= snapshot_->metadata.index)
     return raft::storage_errc::out_of_date;
+  // An installed snapshot replaces the whole log.
+  log_snapshot(std::move(snap), wal::snapshot_kind::installed, entries_.size());
+  return raft::storage_errc::ok;
+}
+
+raft::storage_errc wal_storage::compact(raft::snapshot snap) {
+  std::lock_guard<std::mutex> writer{write_mutex_};
+  check_failed();
+  uint64_t index = snap.metadata.index;
+  uint64_t old_index = snapshot_->metadata.index;
+  if (index <= old_index)
+    return raft::storage_errc::out_of_date;
+  if (index > old_index + entries_.size())
+    return raft::storage_errc::unavailable;
+  // A local snapshot drops the entries it covers and keeps the later ones.
+  log_snapshot(std::move(snap), wal::snapshot_kind::compacted, index - old_index);
+  return raft::storage_errc::ok;
+}
+
+void wal_storage::log_snapshot(raft::snapshot snap, wal::snapshot_kind kind, uint64_t dropped_entries) {
+  uint64_t index = snap.metadata.index;
   try {
     write_snapshot_file(snap);
     std::string rec;
-    wal::append_snapshot_record(rec, index, snap.metadata.term, wal::snapshot_kind::installed);
+    wal::append_snapshot_record(rec, index, snap.metadata.term, kind);
     emit(std::move(rec), snapshot_->metadata.index + entries_.size());
     flush();
   } catch (const storage_error& e) {
@@ -510,38 +530,8 @@ raft::storage_errc wal_storage::apply_snapshot(raft::snapshot snap) {
     logged_snapshot_index_ = index;
   }
   std::unique_lock<std::shared_mutex> view{view_mutex_};
-  entries_.clear();
+  entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(dropped_entries));
   snapshot_ = std::make_shared<raft::snapshot>(std::move(snap));
-  return raft::storage_errc::ok;
-}
-
-raft::storage_errc wal_storage::compact(raft::snapshot snap) {
-  std::lock_guard<std::mutex> writer{write_mutex_};
-  check_failed();
-  uint64_t index = snap.metadata.index;
-  uint64_t old_index = snapshot_->metadata.index;
-  uint64_t last = old_index + entries_.size();
-  if (index <= old_index)
-    return raft::storage_errc::out_of_date;
-  if (index > last)
-    return raft::storage_errc::unavailable;
-  try {
-    write_snapshot_file(snap);
-    std::string rec;
-    wal::append_snapshot_record(rec, index, snap.metadata.term, wal::snapshot_kind::compacted);
-    emit(std::move(rec), last);
-    flush();
-  } catch (const storage_error& e) {
-    fail(e);
-  }
-  {
-    std::lock_guard<std::mutex> lock{io_mutex_};
-    logged_snapshot_index_ = index;
-  }
-  std::unique_lock<std::shared_mutex> view{view_mutex_};
-  entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(index - old_index));
-  snapshot_ = std::make_shared<raft::snapshot>(std::move(snap));
-  return raft::storage_errc::ok;
 }
 
 // ---- durability ---------------------------------------------------------------------------

@@ -90,6 +90,7 @@
 #include <vector>
 
 #include "actors/storage/file_system.hpp"
+#include "protocols/wal/format.hpp"
 #include "protocols/raft/storage.hpp"
 
 namespace dsync::storage {
@@ -207,6 +208,9 @@ class wal_storage final : public raft::storage {
                                                 const raft::hard_state& hard,
                                                 const raft::snapshot_metadata& snap);
   void write_snapshot_file(const raft::snapshot& s);
+  // Writes the snapshot file and its log record (writer side, write_mutex_ held), then
+  // makes it the view's snapshot, dropping the first `dropped_entries` entries.
+  void log_snapshot(raft::snapshot snap, wal::snapshot_kind kind, uint64_t dropped_entries);
 
   const std::string dir_;
   const wal_options opts_;

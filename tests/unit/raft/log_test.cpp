@@ -1,6 +1,8 @@
 // raft_log: stable entries from storage plus the unstable tail.
 #include <doctest/doctest.h>
 
+#include "tests/unit/raft/harness.hpp"
+
 #include <stdexcept>
 
 #include "protocols/raft/log.hpp"
@@ -8,14 +10,7 @@
 using namespace dsync::raft;
 
 namespace {
-
-std::vector<entry> ents(uint64_t first, std::vector<uint64_t> terms) {
-  std::vector<entry> out;
-  for (auto t : terms)
-    out.push_back(entry{t, first++, entry_type::normal, "d"});
-  return out;
-}
-
+const auto ents = dsync::raft::test::ents_with_terms;
 } // namespace
 
 TEST_CASE("log: reads span storage and the unstable tail") {

@@ -4,19 +4,14 @@
 // tests/unit/storage/wal_storage_test.cpp.)
 #include <doctest/doctest.h>
 
+#include "tests/unit/raft/harness.hpp"
+
 #include "protocols/raft/storage.hpp"
 
 using namespace dsync::raft;
 
 namespace {
-
-std::vector<entry> ents(uint64_t first, std::vector<uint64_t> terms) {
-  std::vector<entry> out;
-  for (auto t : terms)
-    out.push_back(entry{t, first++, entry_type::normal, "d"});
-  return out;
-}
-
+const auto ents = dsync::raft::test::ents_with_terms;
 } // namespace
 
 TEST_CASE("storage: an empty storage has the snapshot position 0 and no entries") {
