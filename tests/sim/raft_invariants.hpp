@@ -21,10 +21,20 @@
 //   linearizable reads   a read index is at least every commit index known
 //                        anywhere when the read was issued
 //
+// And of the replicated lock table (protocols/locks) every node applies:
+//   mutual exclusion     at most one exclusive holder per lock, and no shared
+//                        holder beside it
+//   fencing              every new grant's token exceeds every earlier one;
+//                        a node's token counter and clock never go back
+//                        within one incarnation (a restart may go back to an
+//                        older snapshot), and across all nodes they never
+//                        decrease in log order
+//
 // Header-only so that unit tests can feed it broken histories.
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -167,6 +177,15 @@ class raft_checker {
            + std::to_string(index));
   }
 
+  // The lock table's snapshot on a node that applied or restored `index`: all nodes must
+  // hold the same table at the same index.
+  void on_lock_table(const std::string& node, uint64_t index, uint64_t table_hash) {
+    auto [i, fresh] = lock_tables_.emplace(index, table_hash);
+    if (!fresh && i->second != table_hash)
+      fail("state machine safety: " + node + " holds a different lock table at index "
+           + std::to_string(index));
+  }
+
   // ---- reads ----
   void on_read_issued(const std::string& node, uint64_t request_id) {
     reads_[key_read(node, request_id)] = max_committed();
@@ -180,6 +199,48 @@ class raft_checker {
            + " served at index " + std::to_string(index) + " but index "
            + std::to_string(i->second) + " was committed before it was issued");
     reads_.erase(i);
+  }
+
+  // ---- the lock table ----
+  // Holders of one lock on a node after it applied or restored `index`.
+  void on_lock_holders(const std::string& node, uint64_t index, const std::string& lock,
+                       size_t exclusive, size_t shared) {
+    if (exclusive > 1 || (exclusive == 1 && shared > 0))
+      fail("mutual exclusion: " + node + " at index " + std::to_string(index) + " has "
+           + std::to_string(exclusive) + " exclusive and " + std::to_string(shared)
+           + " shared holders of " + lock);
+  }
+  // A new grant applied at `index`; `floor` is the newest token issued before it.
+  void on_lock_grant(const std::string& node, uint64_t index, uint64_t token, uint64_t floor) {
+    if (token <= floor)
+      fail("fencing: " + node + " granted token " + std::to_string(token) + " at index "
+           + std::to_string(index) + ", not above " + std::to_string(floor));
+  }
+  // A node's table after it applied or restored `index`.
+  void on_lock_state(const std::string& node, uint64_t incarnation, uint64_t index,
+                     uint64_t last_token, uint64_t now_ms) {
+    auto i = lock_seen_.find(node);
+    if (i != lock_seen_.end() && i->second.incarnation == incarnation) {
+      if (last_token < i->second.last_token)
+        fail("fencing: the token counter of " + node + " went back from "
+             + std::to_string(i->second.last_token) + " to " + std::to_string(last_token));
+      if (now_ms < i->second.now_ms)
+        fail("lock table time of " + node + " went back from " + std::to_string(i->second.now_ms)
+             + " to " + std::to_string(now_ms));
+    }
+    lock_seen_[node] = lock_seen{incarnation, last_token, now_ms};
+    const auto values = std::make_pair(last_token, now_ms);
+    auto [at, fresh] = lock_by_index_.emplace(index, values);
+    if (!fresh && at->second != values)
+      fail("state machine safety: " + node + " has another lock table counter or clock at index "
+           + std::to_string(index));
+    auto out_of_order = [](const std::pair<uint64_t, uint64_t>& lo, const std::pair<uint64_t, uint64_t>& hi) {
+      return lo.first > hi.first || lo.second > hi.second;
+    };
+    if ((at != lock_by_index_.begin() && out_of_order(std::prev(at)->second, values))
+        || (std::next(at) != lock_by_index_.end() && out_of_order(values, std::next(at)->second)))
+      fail("fencing: the lock table counter or clock of " + node + " at index "
+           + std::to_string(index) + " is out of log order");
   }
 
   // Records a violation found by the caller (e.g. liveness).
@@ -213,6 +274,12 @@ class raft_checker {
     v = value;
   }
 
+  struct lock_seen {
+    uint64_t incarnation;
+    uint64_t last_token;
+    uint64_t now_ms;
+  };
+
   std::string violation_;
   std::map<uint64_t, std::string> leaders_;
   std::unordered_map<std::string, std::pair<uint64_t, uint64_t>> terms_;   // node -> (incarnation, term)
@@ -223,6 +290,9 @@ class raft_checker {
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> committed_; // index -> (term, digest)
   std::unordered_map<uint64_t, uint64_t> states_;                // index -> state hash
   std::map<std::string, uint64_t> reads_;                        // read -> min index
+  std::unordered_map<std::string, lock_seen> lock_seen_;         // node -> last lock table state
+  std::map<uint64_t, std::pair<uint64_t, uint64_t>> lock_by_index_; // index -> (last token, now_ms)
+  std::unordered_map<uint64_t, uint64_t> lock_tables_;            // index -> lock table hash
 };
 
 } // namespace dsync::sim

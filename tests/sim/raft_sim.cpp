@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <functional>
 #include <map>
 #include <optional>
 #include <memory>
@@ -11,6 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "protocols/codec.hpp"
+#include "protocols/locks/lock_table.hpp"
 #include "protocols/raft/core.hpp"
 #include "protocols/raft/rng.hpp"
 #include "tests/sim/raft_invariants.hpp"
@@ -31,31 +35,77 @@ void sim_stats::add(const sim_stats& o) {
   conf_changes += o.conf_changes;
   transfers += o.transfers;
   reads += o.reads;
+  lock_commands += o.lock_commands;
+  lock_grants += o.lock_grants;
+  lock_deadlocks += o.lock_deadlocks;
   liveness_ticks += o.liveness_ticks;
   max_liveness_ticks = std::max(max_liveness_ticks, o.max_liveness_ticks);
 }
 
 std::string sim_stats::to_string() const {
-  char buf[640];
+  char buf[800];
   std::snprintf(buf, sizeof buf,
                 "ticks=%llu messages=%llu committed=%llu leaders=%llu crashes=%llu partitions=%llu "
                 "snapshots_installed=%llu compactions=%llu conf_changes=%llu transfers=%llu "
-                "reads=%llu liveness_ticks=%llu max_liveness_ticks=%llu",
+                "reads=%llu lock_commands=%llu lock_grants=%llu lock_deadlocks=%llu "
+                "liveness_ticks=%llu max_liveness_ticks=%llu",
                 (unsigned long long) ticks, (unsigned long long) messages,
                 (unsigned long long) committed, (unsigned long long) leaders,
                 (unsigned long long) crashes, (unsigned long long) partitions,
                 (unsigned long long) snapshots_installed, (unsigned long long) compactions,
                 (unsigned long long) conf_changes, (unsigned long long) transfers,
-                (unsigned long long) reads, (unsigned long long) liveness_ticks,
+                (unsigned long long) reads, (unsigned long long) lock_commands,
+                (unsigned long long) lock_grants, (unsigned long long) lock_deadlocks,
+                (unsigned long long) liveness_ticks,
                 (unsigned long long) max_liveness_ticks);
   return buf;
 }
 
 namespace {
 
-uint64_t digest_of(const entry& e) {
-  return mix(fnv1a(e.data), static_cast<uint64_t>(e.type));
+
+// The lock table the nodes replicate: a few locks and clients, so that requests
+// collide, queue, upgrade and deadlock.
+const std::vector<std::string> sim_locks = {"L0", "L1", "L2"};
+const std::vector<std::string> sim_clients = {"a", "b", "c", "d"};
+constexpr uint64_t ms_per_tick = 10;
+
+// A lock command entry: 'K', a proposal number (keeps entries unique), the command.
+constexpr char lock_entry_tag = 'K';
+constexpr size_t lock_entry_header = 1 + 8;
+
+std::string lock_entry(uint64_t seq, const locks::command& c) {
+  std::string out(1, lock_entry_tag);
+  codec::put_u64(out, seq);
+  return out + locks::encode(c);
 }
+
+bool is_lock_entry(const entry& e) {
+  return e.type == entry_type::normal && !e.data.empty() && e.data[0] == lock_entry_tag;
+}
+
+// FNV-1a over 8-byte words: it runs on every entry (several times) and on the lock
+// table's snapshot after every batch every node applies. Each step is a bijection of the
+// word, so inputs of the same length that differ in one word always hash apart.
+uint64_t hash_words(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  const char* p = s.data();
+  size_t k = 0;
+  for (; k + 8 <= s.size(); k += 8) {
+    uint64_t w = 0;
+    std::memcpy(&w, p + k, 8);
+    h = (h ^ w) * 1099511628211ull;
+  }
+  for (; k < s.size(); ++k)
+    h = (h ^ static_cast<unsigned char>(p[k])) * 1099511628211ull;
+  return mix(h, s.size());
+}
+
+uint64_t digest_of(const entry& e) {
+  return mix(hash_words(e.data), static_cast<uint64_t>(e.type));
+}
+
+
 
 // Everything a seed decides up front.
 struct params {
@@ -85,8 +135,12 @@ struct sim_node {
   uint64_t restart_at = 0;
   bool pending = false; // a ready batch taken but not yet persisted/advanced
   ready rd;
-  uint64_t sm_index = 0; // the state machine: last applied index and a hash chain
+  // The state machine: the last applied index, a hash chain of the applied entries and
+  // the lock table's answers and events (the state reported per index), and the table.
+  uint64_t sm_index = 0;
   uint64_t sm_hash = 0;
+  locks::table locks;
+  uint64_t clock_lag_ms = 0; // this node's clock runs behind the simulated time
   uint64_t commit_seen = 0;     // commit index already registered with the checker
   uint64_t leader_checked = 0;  // term whose leader completeness was checked
   uint64_t reported_term = 0;   // last values given to the checker
@@ -105,6 +159,7 @@ class simulation {
       n.id = "node-" + std::to_string(i + 1);
       if (i < p_.voters)
         boot.voters.push_back(n.id);
+      n.clock_lag_ms = lock_rng_.below(200);
       index_[n.id] = nodes_.size();
       nodes_.push_back(std::move(n));
     }
@@ -237,23 +292,211 @@ class simulation {
     ++stats_.crashes;
   }
 
+  // Snapshot data: "index:chain:length:" + the lock table's snapshot (length bytes) + padding.
+  static std::string snapshot_data(const sim_node& n, size_t padding) {
+    auto table = n.locks.snapshot();
+    return std::to_string(n.sm_index) + ":" + std::to_string(n.sm_hash) + ":"
+           + std::to_string(table.size()) + ":" + table + std::string(padding, 's');
+  }
+
   void restore_state_machine(size_t i, const snapshot& snap) {
     auto& n = nodes_[i];
     if (snap.metadata.index == 0) {
       n.sm_index = 0;
       n.sm_hash = 0;
+      n.locks = locks::table{};
+      check_lock_table(i, 0);
       return;
     }
     unsigned long long idx = 0;
     unsigned long long hash = 0;
-    if (std::sscanf(snap.data.c_str(), "%llu:%llu:", &idx, &hash) != 2 || idx != snap.metadata.index) {
+    unsigned long long len = 0;
+    int used = 0;
+    if (std::sscanf(snap.data.c_str(), "%llu:%llu:%llu:%n", &idx, &hash, &len, &used) != 3
+        || idx != snap.metadata.index) {
       chk_.fail(n.id + ": snapshot data does not match its metadata index "
                 + std::to_string(snap.metadata.index));
       return;
     }
+    locks::table table;
+    if (static_cast<size_t>(used) + len > snap.data.size()
+        || !table.restore(snap.data.substr(static_cast<size_t>(used), len))) {
+      chk_.fail(n.id + ": the lock table in the snapshot at " + std::to_string(idx)
+                + " does not restore");
+      return;
+    }
     n.sm_index = idx;
     n.sm_hash = hash;
+    n.locks = std::move(table);
     chk_.on_state(n.id, idx, hash);
+    check_lock_table(i, idx);
+  }
+
+  // ---- the lock table ----
+
+  // This node's clock, as its actor would stamp a proposal.
+  uint64_t clock_ms(size_t i) const {
+    auto t = now_ * ms_per_tick;
+    return t - std::min(t, nodes_[i].clock_lag_ms);
+  }
+
+  locks::command random_lock_command(uint64_t now_ms) {
+    auto& r = lock_rng_;
+    locks::command c;
+    c.now_ms = now_ms;
+    c.lock = sim_locks[r.below(sim_locks.size())];
+    c.client = sim_clients[r.below(sim_clients.size())];
+    auto roll = r.below(100);
+    if (roll < 50) {
+      c.kind = locks::op::acquire;
+      c.wanted = r.chance(1, 2) ? locks::mode::shared : locks::mode::exclusive;
+      c.wait_ms = r.chance(1, 4) ? 0 : 50 + r.below(2000);
+      c.ttl_ms = r.chance(1, 50) ? 10 : locks::min_ttl_ms + r.below(3000); // sometimes refused
+    } else if (roll < 75) {
+      c.kind = locks::op::release;
+    } else if (roll < 85) {
+      c.kind = locks::op::refresh;
+    } else if (roll < 95) {
+      c.kind = locks::op::expire;
+    } else {
+      c.kind = locks::op::renew_all;
+    }
+    return c;
+  }
+
+  // Applies a committed lock command to the node's table and folds the answer and the
+  // events into its hash chain, so that replicas must also answer alike.
+  void apply_lock_entry(size_t i, const entry& e) {
+    auto& n = nodes_[i];
+    if (!is_lock_entry(e))
+      return;
+    locks::command c;
+    if (e.data.size() < lock_entry_header || !locks::decode(e.data.substr(lock_entry_header), c)) {
+      chk_.fail(n.id + ": lock command at index " + std::to_string(e.index) + " does not decode");
+      return;
+    }
+    std::vector<locks::event> events;
+    const auto floor = n.locks.last_token();
+    auto o = n.locks.apply(e.index, c, events);
+    n.sm_hash = mix(n.sm_hash, hash_words(locks::encode(o)));
+    auto newest = floor;
+    auto on_grant = [&](const locks::grant& g) {
+      chk_.on_lock_grant(n.id, e.index, g.token, newest);
+      newest = g.token;
+    };
+    if (o.result == locks::code::granted && o.granted.token > floor)
+      on_grant(o.granted);
+    for (const auto& ev : events) {
+      n.sm_hash = mix(mix(n.sm_hash, static_cast<uint64_t>(ev.what)),
+                      mix(hash_words(ev.subject.lock + "/" + ev.subject.client), ev.subject.token));
+      if (ev.what == locks::event::kind::granted)
+        on_grant(ev.subject);
+    }
+    if (e.index > lock_counted_) { // first application of this index anywhere
+      lock_counted_ = e.index;
+      ++stats_.lock_commands;
+      stats_.lock_grants += newest - floor;
+      stats_.lock_deadlocks += o.result == locks::code::deadlock;
+      if (verbose_)
+        trace("lock command %llu: op %d %s %s -> %s, %zu events, last token %llu", ull(e.index),
+              static_cast<int>(c.kind), c.lock.c_str(), c.client.c_str(), locks::to_string(o.result),
+              events.size(), ull(n.locks.last_token()));
+    }
+  }
+
+  // The lock table's invariants on one node after it applied or restored `index` (after
+  // each batch of committed entries: so after every step in which its table changed).
+  // Every answer and event of every index is in the state hash chain; the table itself is
+  // compared here, at the end of each batch.
+  void check_lock_table(size_t i, uint64_t index) {
+    auto& n = nodes_[i];
+    const auto& t = n.locks;
+    chk_.on_lock_table(n.id, index, hash_words(t.snapshot()));
+    auto conflict = [](locks::mode a, locks::mode b) {
+      return a == locks::mode::exclusive || b == locks::mode::exclusive;
+    };
+    std::map<std::string, std::vector<std::string>> waits_for; // the wait-for graph, as defined
+    for (const auto& lock : sim_locks) {
+      auto s = t.status(lock);
+      for (size_t k = 0; k < s.waiters.size(); ++k) {
+        const auto& w = s.waiters[k];
+        for (const auto& h : s.holders)
+          if (h.client != w.client && conflict(w.wanted, h.held))
+            waits_for[w.client].push_back(h.client);
+        for (size_t j = 0; j < k; ++j)
+          if (conflict(w.wanted, s.waiters[j].wanted))
+            waits_for[w.client].push_back(s.waiters[j].client);
+      }
+      size_t exclusive = 0;
+      for (const auto& h : s.holders)
+        exclusive += h.held == locks::mode::exclusive;
+      chk_.on_lock_holders(n.id, index, lock, exclusive, s.holders.size() - exclusive);
+      for (size_t k = 0; k < s.waiters.size(); ++k) {
+        const auto& w = s.waiters[k];
+        bool holds = std::any_of(s.holders.begin(), s.holders.end(),
+                                 [&](const locks::holder_status& h) { return h.client == w.client; });
+        if (holds != w.upgrade || (w.upgrade && k != 0))
+          chk_.fail(n.id + ": " + w.client + " holds and waits for " + lock + " at index "
+                    + std::to_string(index) + " without being its first, upgrading waiter");
+      }
+      if (!s.waiters.empty()) {
+        const auto& w = s.waiters.front();
+        bool grantable = w.upgrade ? s.holders.size() == 1
+                                   : s.holders.empty()
+                                         || (w.wanted == locks::mode::shared
+                                             && s.holders.front().held == locks::mode::shared);
+        if (grantable)
+          chk_.fail(n.id + ": the first waiter for " + lock + " could be granted at index "
+                    + std::to_string(index));
+      }
+    }
+    // Deadlock detection is complete: a wait that would close a cycle is refused, so no
+    // cycle is ever left in the graph.
+    std::map<std::string, int> color; // 1: on the path, 2: done
+    std::function<bool(const std::string&)> cyclic = [&](const std::string& c) {
+      color[c] = 1;
+      for (const auto& next : waits_for[c])
+        if (color[next] == 1 || (color[next] == 0 && cyclic(next)))
+          return true;
+      color[c] = 2;
+      return false;
+    };
+    for (const auto& client : sim_clients)
+      if (color[client] == 0 && cyclic(client)) {
+        chk_.fail(n.id + ": a cycle is left in the wait-for graph at index " + std::to_string(index));
+        break;
+      }
+    chk_.on_lock_state(n.id, n.incarnation, index, t.last_token(), t.now_ms());
+  }
+
+  bool propose_lock_command(size_t i, const locks::command& c) {
+    auto r = nodes_[i].raft->propose(lock_entry(++proposal_seq_, c));
+    if (r.ok() && verbose_)
+      trace("%s proposes lock op %d at %llu/%llu", nodes_[i].id.c_str(), static_cast<int>(c.kind),
+            ull(r.index), ull(r.term));
+    check_node(i);
+    return r.ok();
+  }
+
+  // What the lock service's leader does on its own: renew every lease once per term (the
+  // cluster may have had no leader to refresh with), and propose expire once the next
+  // deadline has passed on its clock.
+  void lock_maintenance() {
+    auto l = leader_index();
+    if (l == nodes_.size())
+      return;
+    auto& n = nodes_[l];
+    locks::command c;
+    c.now_ms = clock_ms(l);
+    if (renewed_term_ != n.raft->term()) {
+      c.kind = locks::op::renew_all;
+      if (propose_lock_command(l, c))
+        renewed_term_ = n.raft->term();
+    } else if (auto d = n.locks.next_deadline(); d && *d <= c.now_ms && now_ >= expire_again_at_) {
+      c.kind = locks::op::expire;
+      if (propose_lock_command(l, c))
+        expire_again_at_ = now_ + 5; // one in flight at a time, roughly
+    }
   }
 
   // ---- network ----
@@ -350,6 +593,7 @@ class simulation {
       auto prev = n.sm_index;
       n.sm_hash = mix(mix(n.sm_hash, e.index), mix(e.term, digest_of(e)));
       n.sm_index = e.index;
+      apply_lock_entry(i, e);
       chk_.on_applied(n.id, e.index, e.term, digest_of(e), prev, n.sm_hash);
       if (e.type == entry_type::conf_change && counted_conf_.insert(e.index).second) {
         ++stats_.conf_changes;
@@ -359,6 +603,8 @@ class simulation {
               rec.change.node.c_str(), raft::to_string(rec.config).c_str());
       }
     }
+    if (!rd.committed_entries.empty())
+      check_lock_table(i, n.sm_index);
     for (const auto& r : rd.read_states) {
       if (!r.ok)
         continue;
@@ -581,7 +827,7 @@ class simulation {
     auto i = random_up_node();
     if (i == nodes_.size())
       return;
-    auto data = "p" + std::to_string(seed_) + "-" + std::to_string(++proposal_seq_);
+    auto data = lock_entry(++proposal_seq_, random_lock_command(clock_ms(i)));
     auto r = nodes_[i].raft->propose(data);
     if (r.code == errc::not_leader && !r.leader_hint.empty()) {
       // The actor layer forwards to the leader it was told about.
@@ -591,7 +837,7 @@ class simulation {
       i = j;
     }
     if (r.ok() && verbose_)
-      trace("proposal %s accepted by %s at %llu/%llu", data.c_str(), nodes_[i].id.c_str(),
+      trace("proposal %llu accepted by %s at %llu/%llu", ull(proposal_seq_), nodes_[i].id.c_str(),
             ull(r.index), ull(r.term));
     if (i < nodes_.size())
       check_node(i);
@@ -653,8 +899,7 @@ class simulation {
     if (n.sm_index < n.store->first_index() + 3)
       return;
     // Padding makes snapshots span several chunks.
-    auto data = std::to_string(n.sm_index) + ":" + std::to_string(n.sm_hash) + ":"
-                + std::string(rng_.below(1500), 's');
+    auto data = snapshot_data(n, rng_.below(1500));
     auto r = n.raft->compact(n.sm_index, data);
     if (r.ok())
       trace("%s compacts at %llu", n.id.c_str(), ull(n.sm_index));
@@ -703,6 +948,8 @@ class simulation {
         compact_somewhere();
       if (chance_pm(p_.read_pm))
         read_somewhere();
+      if (chk_.ok())
+        lock_maintenance();
     }
     if (chk_.ok())
       process_readies();
@@ -793,6 +1040,7 @@ class simulation {
 
   uint64_t seed_;
   rng rng_;
+  rng lock_rng_{mix(seed_, 0x10c7ab1e)}; // lock commands: the fault schedule keeps rng_
   bool verbose_;
   params p_;
   std::vector<sim_node> nodes_;
@@ -810,6 +1058,9 @@ class simulation {
   std::set<uint64_t> leader_terms_;
   std::set<uint64_t> counted_conf_;
   std::map<uint64_t, uint64_t> commit_term_; // index -> term in which it was committed
+  uint64_t renewed_term_ = 0;  // the last term whose leader proposed renew_all
+  uint64_t expire_again_at_ = 0; // the leader's next expire proposal waits until this tick
+  uint64_t lock_counted_ = 0;  // the highest index counted in the lock stats
 };
 
 } // namespace
@@ -865,8 +1116,43 @@ std::string run_checker_self_test() {
     c.on_read_issued("b", 1);
     c.on_read_served("b", 1, 4);
   });
+  expect_violation("two exclusive holders of a lock",
+                   [](raft_checker& c) { c.on_lock_holders("a", 3, "L", 2, 0); });
+  expect_violation("a shared holder beside an exclusive one",
+                   [](raft_checker& c) { c.on_lock_holders("a", 3, "L", 1, 1); });
+  expect_violation("a fencing token not above the previous one",
+                   [](raft_checker& c) { c.on_lock_grant("a", 3, 5, 5); });
+  expect_violation("token counter went back within an incarnation", [](raft_checker& c) {
+    c.on_lock_state("a", 0, 3, 5, 100);
+    c.on_lock_state("a", 0, 4, 4, 100);
+  });
+  expect_violation("lock table clock went back within an incarnation", [](raft_checker& c) {
+    c.on_lock_state("a", 0, 3, 5, 100);
+    c.on_lock_state("a", 0, 4, 5, 99);
+  });
+  expect_violation("token counter out of log order across nodes", [](raft_checker& c) {
+    c.on_lock_state("a", 0, 3, 5, 100);
+    c.on_lock_state("b", 0, 2, 6, 100);
+  });
+  expect_violation("another lock table at the same index", [](raft_checker& c) {
+    c.on_lock_table("a", 3, 111);
+    c.on_lock_table("b", 3, 112);
+  });
+  expect_violation("another token counter at the same index", [](raft_checker& c) {
+    c.on_lock_state("a", 0, 3, 5, 100);
+    c.on_lock_state("b", 0, 3, 6, 100);
+  });
   // And a legal history passes.
   raft_checker good;
+  good.on_lock_holders("a", 1, "L", 1, 0);
+  good.on_lock_holders("a", 1, "M", 0, 3);
+  good.on_lock_grant("a", 1, 6, 5);
+  good.on_lock_state("a", 0, 5, 7, 200);
+  good.on_lock_state("b", 0, 3, 5, 100);
+  good.on_lock_state("a", 1, 3, 5, 100); // a restart goes back to its older snapshot
+  good.on_lock_state("a", 1, 4, 5, 150);
+  good.on_lock_table("a", 3, 111);
+  good.on_lock_table("b", 3, 111);
   good.on_leader("a", 1);
   good.on_entry("a", 1, 1, 0, 5);
   good.on_entry("b", 1, 1, 0, 5);

@@ -5,7 +5,12 @@
 // reorder), partitions (random, leader-isolating, one-way) and heals, crashes
 // and restarts that lose everything not yet persisted, client proposals,
 // membership changes (add learner, promote, remove, re-add), leader
-// transfers, read-index reads and compaction. After every step the
+// transfers, read-index reads and compaction. The replicated state machine
+// is the lock table (protocols/locks): proposals are random lock commands
+// stamped with the proposer's clock (ticks * 10 ms, lagging per node), the
+// leader proposes expire when a deadline passes and renew_all once per term,
+// and every node applies them in log order and snapshots the table. After
+// every step the
 // invariants of raft_invariants.hpp are checked. A liveness phase follows:
 // faults stop, and the connected cluster must elect a leader and commit a new
 // proposal within a bounded number of ticks.
@@ -28,6 +33,9 @@ struct sim_stats {
   uint64_t conf_changes = 0;       // conf change entries committed
   uint64_t transfers = 0;          // transfers started
   uint64_t reads = 0;              // reads served
+  uint64_t lock_commands = 0;      // lock commands applied (counted once per index)
+  uint64_t lock_grants = 0;        // new grants among them (answers and events)
+  uint64_t lock_deadlocks = 0;     // requests refused with deadlock
   uint64_t liveness_ticks = 0;     // ticks the liveness phase needed
   uint64_t max_liveness_ticks = 0; // worst seed
 
