@@ -6,6 +6,7 @@ namespace dsync {
 
 namespace {
 constexpr char kv_tag = 'K';
+constexpr char lock_tag = 'L';
 // Answers to malformed commands: a replica must not crash on them, and all replicas
 // answer alike because the bytes are the same everywhere.
 const std::string malformed = "malformed";
@@ -31,18 +32,92 @@ bool decode_kv_answer(const std::string& bytes, std::optional<kv::value_record>&
   return true;
 }
 
+std::string lock_command(const locks::command& c) { return lock_tag + locks::encode(c); }
+
+std::string lock_query(const std::string& lock) { return lock_tag + lock; }
+
+namespace {
+
+std::string encode_status(const locks::lock_status& s) {
+  std::string out;
+  codec::put_string(out, s.lock);
+  codec::put_u64(out, s.holders.size());
+  for (auto& h : s.holders) {
+    codec::put_string(out, h.client);
+    codec::put_u8(out, static_cast<uint8_t>(h.held));
+    codec::put_u64(out, h.token);
+    codec::put_u64(out, h.ttl_ms);
+    codec::put_u64(out, h.expires_at_ms);
+  }
+  codec::put_u64(out, s.waiters.size());
+  for (auto& w : s.waiters) {
+    codec::put_string(out, w.client);
+    codec::put_u8(out, static_cast<uint8_t>(w.wanted));
+    codec::put_u8(out, w.upgrade ? 1 : 0);
+    codec::put_u64(out, w.deadline_ms);
+  }
+  return out;
+}
+
+bool get_mode(codec::reader& r, locks::mode& m) {
+  uint8_t x = 0;
+  if (!r.get_u8(x) || (x != static_cast<uint8_t>(locks::mode::shared) && x != static_cast<uint8_t>(locks::mode::exclusive)))
+    return false;
+  m = static_cast<locks::mode>(x);
+  return true;
+}
+
+}  // namespace
+
+bool decode_lock_answer(const std::string& bytes, locks::lock_status& out) {
+  codec::reader r{bytes};
+  uint64_t n = 0;
+  out = {};
+  if (!r.get_string(out.lock) || !r.get_u64(n) || n > bytes.size()) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    locks::holder_status h;
+    if (!r.get_string(h.client) || !get_mode(r, h.held) || !r.get_u64(h.token) || !r.get_u64(h.ttl_ms)
+        || !r.get_u64(h.expires_at_ms))
+      return false;
+    out.holders.push_back(std::move(h));
+  }
+  if (!r.get_u64(n) || n > bytes.size()) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    locks::waiter_status w;
+    uint8_t upgrade = 0;
+    if (!r.get_string(w.client) || !get_mode(r, w.wanted) || !r.get_u8(upgrade) || !r.get_u64(w.deadline_ms))
+      return false;
+    w.upgrade = upgrade != 0;
+    out.waiters.push_back(std::move(w));
+  }
+  return r.at_end();
+}
+
 }  // namespace control
 
 std::string control_machine::apply(uint64_t index, const std::string& command) {
-  if (command.empty() || command[0] != kv_tag) return malformed;
-  kv::command c;
-  if (!kv::decode(command.substr(1), c)) return malformed;
-  return kv::encode(kv_.apply(index, c));
+  if (command.empty()) return malformed;
+  if (command[0] == kv_tag) {
+    kv::command c;
+    if (!kv::decode(command.substr(1), c)) return malformed;
+    return kv::encode(kv_.apply(index, c));
+  }
+  if (command[0] == lock_tag) {
+    locks::command c;
+    if (!locks::decode(command.substr(1), c)) return malformed;
+    std::vector<locks::event> events;
+    auto answer = locks::encode(locks_.apply(index, c, events));
+    report(std::move(events));
+    return answer;
+  }
+  return malformed;
 }
 
 std::string control_machine::query(const std::string& request) const {
   std::string out;
-  if (request.empty() || request[0] != kv_tag) return out;
+  if (request.empty()) return out;
+  if (request[0] == lock_tag) return control::encode_status(locks_.status(request.substr(1)));
+  if (request[0] != kv_tag) return out;
   auto v = kv_.get(request.substr(1));
   codec::put_u8(out, v ? 1 : 0);
   if (v) {
@@ -55,14 +130,35 @@ std::string control_machine::query(const std::string& request) const {
 std::string control_machine::snapshot() const {
   std::string out;
   codec::put_string(out, kv_.snapshot());
+  codec::put_string(out, locks_.snapshot());
   return out;
 }
 
 bool control_machine::restore(const std::string& data) {
   codec::reader r{data};
   std::string kv_bytes;
-  if (!r.get_string(kv_bytes) || !r.at_end()) return false;
-  return kv_.restore(kv_bytes);
+  std::string lock_bytes;
+  if (!r.get_string(kv_bytes)) return false;
+  // Snapshots written before the lock table existed end after the KV store.
+  bool has_locks = !r.at_end();
+  if (has_locks && (!r.get_string(lock_bytes) || !r.at_end())) return false;
+  kv::store kv;
+  locks::table table;
+  if (!kv.restore(kv_bytes) || (has_locks && !table.restore(lock_bytes))) return false;
+  kv_ = std::move(kv);
+  locks_ = std::move(table);
+  report({});
+  return true;
+}
+
+void control_machine::on_leadership(bool leading) {
+  if (observer_.leadership) observer_.leadership(leading);
+}
+
+void control_machine::report(std::vector<locks::event> events) {
+  if (!observer_.applied) return;
+  observer_.applied(lock_apply_report{std::move(events), locks_.next_deadline(), locks_.holder_count(),
+                                      locks_.waiter_count()});
 }
 
 }  // namespace dsync

@@ -1,13 +1,16 @@
 // The state machine of the control Raft group (group 0, all members): the replicated
-// key-value store now, the lock table next. A command's first byte names the subsystem
-// it is for, so one log serves them all in one order.
+// key-value store and the lock table. A command's first byte names the subsystem it is
+// for, so one log serves them all in one order.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "actors/raft/state_machine.hpp"
 #include "protocols/kv/kv_store.hpp"
+#include "protocols/locks/lock_table.hpp"
 
 namespace dsync {
 
@@ -18,17 +21,42 @@ std::string kv_command(const kv::command& c);
 std::string kv_query(const std::string& key);
 // The answer to kv_query: the record, or nothing when the key has no value.
 bool decode_kv_answer(const std::string& bytes, std::optional<kv::value_record>& out);
+
+std::string lock_command(const locks::command& c);
+std::string lock_query(const std::string& lock);
+bool decode_lock_answer(const std::string& bytes, locks::lock_status& out);
 }  // namespace control
+
+// What applying lock commands did on this replica, for the node's lock service.
+struct lock_apply_report {
+  std::vector<locks::event> events;
+  std::optional<uint64_t> next_deadline;  // leader time (ms) of the next lease/wait expiry
+  size_t holders = 0;
+  size_t waiters = 0;
+};
+
+// Hooks into the node's lock service; called on the Raft group's actor thread.
+struct lock_observer {
+  std::function<void(lock_apply_report)> applied;
+  std::function<void(bool leading)> leadership;
+};
 
 class control_machine final : public state_machine {
  public:
+  explicit control_machine(lock_observer observer = {}) : observer_(std::move(observer)) {}
+
   std::string apply(uint64_t index, const std::string& command) override;
   std::string query(const std::string& request) const override;
   std::string snapshot() const override;
   bool restore(const std::string& data) override;
+  void on_leadership(bool leading) override;
 
  private:
+  void report(std::vector<locks::event> events);
+
   kv::store kv_;
+  locks::table locks_;
+  lock_observer observer_;
 };
 
 }  // namespace dsync

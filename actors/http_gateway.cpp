@@ -16,6 +16,8 @@
 #include <sys/socket.h>
 
 #include "actors/log.hpp"
+#include "protocols/locks/lock_table.hpp"
+#include "protocols/queue/queue_shard.hpp"
 
 namespace dsync {
 
@@ -51,6 +53,16 @@ void send_failure(httplib::Response& res, const caf::error& err) {
   if (err == errc::bad_request) return send_error(res, 400, "bad_request", message_of(err));
   if (err == errc::not_found) return send_error(res, 404, "not_found", message_of(err));
   if (err == errc::not_leader) return send_error(res, 503, "unavailable", "no reachable Raft leader");
+  if (err == errc::timeout) return send_error(res, 409, "timeout", message_of(err));
+  if (err == errc::not_held) return send_error(res, 409, "not_held", message_of(err));
+  if (err == errc::limit_exceeded) return send_error(res, 429, "limit_exceeded", message_of(err));
+  if (err == errc::stale_receipt) return send_error(res, 409, "stale_receipt", message_of(err));
+  if (err == errc::deadlock) {
+    json body{{"error", "deadlock"}, {"message", message_of(err)}, {"cycle", json::array()}};
+    if (err.context().match_elements<std::string, std::vector<std::string>>())
+      body["cycle"] = err.context().get_as<std::vector<std::string>>(1);
+    return send_json(res, 409, body);
+  }
   send_error(res, 500, "internal", message_of(err));
 }
 
@@ -79,6 +91,56 @@ json to_json(const group_status& g) {
               {"snapshot_index", g.snapshot_index},
               {"voters", g.voters},
               {"learners", g.learners}};
+}
+
+// Reads an optional non-negative integer field; on a bad value writes the 400.
+bool read_uint(const json& body, const char* field, uint64_t& out, httplib::Response& res) {
+  auto v = body.find(field);
+  if (v == body.end()) return true;
+  if (!v->is_number_unsigned()) {
+    send_error(res, 400, "bad_request", std::string{"\""} + field + "\" must be a non-negative integer");
+    return false;
+  }
+  out = v->get<uint64_t>();
+  return true;
+}
+
+// Reads the required "client" string field; on a bad value writes the 400.
+std::optional<std::string> read_client(const json& body, httplib::Response& res) {
+  auto c = body.find("client");
+  if (c == body.end() || !c->is_string()) {
+    send_error(res, 400, "bad_request", "the body needs \"client\": a string naming the lock holder");
+    return std::nullopt;
+  }
+  return c->get<std::string>();
+}
+
+json to_json(const lock_grant& g) {
+  return json{{"client", g.client}, {"mode", g.mode}, {"token", g.token}, {"ttl_ms", g.ttl_ms},
+              {"expires_in_ms", g.expires_in_ms}};
+}
+
+json to_json(const queue_info& q) {
+  return json{{"queue", q.queue}, {"shard", q.shard}, {"ready", q.ready}, {"in_flight", q.in_flight},
+              {"delayed", q.delayed}, {"dead", q.dead}, {"max_deliveries", q.max_deliveries}};
+}
+
+// A stored payload is the JSON text the producer sent; it goes back as JSON.
+json payload_json(const std::string& text) {
+  auto v = json::parse(text, nullptr, false);
+  return v.is_discarded() ? json(text) : v;
+}
+
+// Reads an optional non-negative integer query parameter; on a bad value writes the 400.
+bool read_param(const httplib::Request& req, const char* name, uint64_t& out, httplib::Response& res) {
+  if (!req.has_param(name)) return true;
+  auto v = req.get_param_value(name);
+  if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
+    send_error(res, 400, "bad_request", std::string{name} + " must be a non-negative integer, not '" + v + "'");
+    return false;
+  }
+  out = std::stoull(v);
+  return true;
 }
 
 json to_json(const member_status& m) {
@@ -124,16 +186,21 @@ struct http_gateway::impl {
 
   // Asks the node actor and waits (on this HTTP worker thread) for its answer.
   template <class T, class... Ts>
-  caf::expected<T> ask(Ts&&... xs) {
+  caf::expected<T> ask_within(caf::duration timeout, Ts&&... xs) {
     caf::scoped_actor self{sys};
     caf::expected<T> out{caf::sec::request_timeout};
+    self->request(node, timeout, std::forward<Ts>(xs)...)
+      .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
+    return out;
+  }
+
+  template <class T, class... Ts>
+  caf::expected<T> ask(Ts&&... xs) {
     // A membership change waits for a learner to catch up; everything else is quick.
     constexpr bool slow = (std::is_same_v<std::decay_t<Ts>, member_add_atom> || ...)
                           || (std::is_same_v<std::decay_t<Ts>, member_remove_atom> || ...);
     auto timeout = slow ? caf::duration{std::chrono::seconds(40)} : caf::duration{request_timeout};
-    self->request(node, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
-    return out;
+    return ask_within<T>(timeout, std::forward<Ts>(xs)...);
   }
 
   // Registers a handler that also records the request count and latency under `route`.
@@ -221,6 +288,172 @@ struct http_gateway::impl {
       auto r = ask<uint64_t>(kv_del_atom::value, std::string{req.matches[1]}, false);
       if (!r) return send_failure(res, r.error());
       send_json(res, 200, json{{"revision", *r}});
+    });
+    route("POST", R"(/v1/locks/([^/]+)/acquire)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      lock_request r;
+      r.lock = req.matches[1];
+      auto client = read_client(*body, res);
+      if (!client) return;
+      r.client = *client;
+      if (auto m = body->find("mode"); m != body->end()) {
+        if (!m->is_string()) return send_error(res, 400, "bad_request", "\"mode\" must be \"exclusive\" or \"shared\"");
+        r.mode = m->get<std::string>();
+      }
+      if (!read_uint(*body, "wait_ms", r.wait_ms, res) || !read_uint(*body, "ttl_ms", r.ttl_ms, res)) return;
+      if (r.wait_ms > locks::max_wait_ms)
+        return send_error(res, 400, "bad_request", "wait_ms is " + std::to_string(r.wait_ms) + "; the limit is "
+                                                     + std::to_string(locks::max_wait_ms));
+      auto timeout = caf::duration{std::chrono::milliseconds(r.wait_ms) + request_timeout + 1s};
+      auto g = ask_within<lock_grant>(timeout, lock_acquire_atom::value, r, false);
+      if (!g) return send_failure(res, g.error());
+      auto out = to_json(*g);
+      out["granted"] = true;
+      send_json(res, 200, out);
+    });
+    route("POST", R"(/v1/locks/([^/]+)/release)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto client = read_client(*body, res);
+      if (!client) return;
+      auto held = ask<bool>(lock_release_atom::value, std::string{req.matches[1]}, *client, false);
+      if (!held) return send_failure(res, held.error());
+      if (*held) return send_json(res, 200, json{{"released", true}});
+      send_json(res, 200, json{{"released", false}, {"cancelled_wait", true}});
+    });
+    route("POST", R"(/v1/locks/([^/]+)/refresh)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto client = read_client(*body, res);
+      if (!client) return;
+      auto g = ask<lock_grant>(lock_refresh_atom::value, std::string{req.matches[1]}, *client, false);
+      if (!g) return send_failure(res, g.error());
+      send_json(res, 200, to_json(*g));
+    });
+    route("GET", R"(/v1/locks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto consistency = req.has_param("consistency") ? req.get_param_value("consistency") : "linearizable";
+      if (consistency != "linearizable" && consistency != "stale")
+        return send_error(res, 400, "bad_request", "consistency must be linearizable or stale, not " + consistency);
+      auto r = ask<lock_info>(lock_status_atom::value, std::string{req.matches[1]}, consistency == "linearizable", false);
+      if (!r) return send_failure(res, r.error());
+      json holders = json::array();
+      for (auto& h : r->holders) holders.push_back(to_json(h));
+      json waiters = json::array();
+      for (auto& w : r->waiters)
+        waiters.push_back(json{{"client", w.client}, {"mode", w.mode}, {"upgrade", w.upgrade},
+                               {"gives_up_in_ms", w.gives_up_in_ms}});
+      send_json(res, 200, json{{"lock", r->lock}, {"mode", r->mode}, {"holders", holders}, {"waiters", waiters}});
+    });
+    route("POST", R"(/v1/queues/([^/]+)/messages)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto p = body->find("payload");
+      if (p == body->end()) return send_error(res, 400, "bad_request", "the body needs \"payload\": any JSON value");
+      auto payload = p->dump();
+      if (payload.size() > queue::max_payload_bytes)
+        return send_error(res, 413, "payload_too_large", "the payload is " + std::to_string(payload.size())
+                                                            + " bytes of JSON; the limit is "
+                                                            + std::to_string(queue::max_payload_bytes));
+      auto id = ask<std::string>(queue_enqueue_atom::value, std::string{req.matches[1]}, payload, false);
+      if (!id) return send_failure(res, id.error());
+      send_json(res, 201, json{{"id", *id}});
+    });
+    route("POST", R"(/v1/queues/([^/]+)/dequeue)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      queue_pull pull;
+      pull.queue = req.matches[1];
+      if (auto c = body->find("consumer"); c != body->end()) {
+        if (!c->is_string()) return send_error(res, 400, "bad_request", "\"consumer\" must be a string");
+        pull.consumer = c->get<std::string>();
+      }
+      if (!read_uint(*body, "max", pull.max, res) || !read_uint(*body, "visibility_ms", pull.visibility_ms, res)
+          || !read_uint(*body, "wait_ms", pull.wait_ms, res))
+        return;
+      if (pull.wait_ms > queue::max_wait_ms)
+        return send_error(res, 400, "bad_request", "wait_ms is " + std::to_string(pull.wait_ms) + "; the limit is "
+                                                     + std::to_string(queue::max_wait_ms));
+      auto timeout = caf::duration{std::chrono::milliseconds(pull.wait_ms) + request_timeout + 1s};
+      auto got = ask_within<std::vector<queue_message>>(timeout, queue_dequeue_atom::value, pull, false);
+      if (!got) return send_failure(res, got.error());
+      json messages = json::array();
+      for (auto& m : *got)
+        messages.push_back(json{{"id", m.id}, {"receipt", m.receipt}, {"payload", payload_json(m.payload)},
+                                {"deliveries", m.deliveries}});
+      send_json(res, 200, json{{"messages", messages}});
+    });
+    auto ack_or_nack = [this](bool ack) {
+      return [this, ack](const httplib::Request& req, httplib::Response& res) {
+        auto body = parse_body(req, res);
+        if (!body) return;
+        auto id = body->find("id");
+        if (id == body->end() || !id->is_string())
+          return send_error(res, 400, "bad_request", "the body needs \"id\": the message id from dequeue");
+        uint64_t receipt = 0;
+        uint64_t delay_ms = 0;
+        if (!read_uint(*body, "receipt", receipt, res) || !read_uint(*body, "delay_ms", delay_ms, res)) return;
+        std::string queue = req.matches[1];
+        if (ack) {
+          auto r = ask<bool>(queue_ack_atom::value, queue, id->get<std::string>(), receipt, false);
+          if (!r) return send_failure(res, r.error());
+          return send_json(res, 200, json{{"acked", true}});
+        }
+        auto dead = ask<bool>(queue_nack_atom::value, queue, id->get<std::string>(), receipt, delay_ms, false);
+        if (!dead) return send_failure(res, dead.error());
+        send_json(res, 200, json{{"requeued", !*dead}, {"dead_lettered", *dead}});
+      };
+    };
+    route("POST", R"(/v1/queues/([^/]+)/ack)", ack_or_nack(true));
+    route("POST", R"(/v1/queues/([^/]+)/nack)", ack_or_nack(false));
+    route("GET", R"(/v1/queues/([^/]+)/dlq)", [this](const httplib::Request& req, httplib::Response& res) {
+      uint64_t cursor = 0;
+      uint64_t limit = 100;
+      if (!read_param(req, "cursor", cursor, res) || !read_param(req, "limit", limit, res)) return;
+      auto r = ask<dead_letters>(queue_dlq_atom::value, std::string{req.matches[1]}, cursor, limit, false);
+      if (!r) return send_failure(res, r.error());
+      json messages = json::array();
+      for (auto& m : r->messages)
+        messages.push_back(json{{"id", m.id}, {"payload", payload_json(m.payload)}, {"deliveries", m.deliveries},
+                                {"reason", m.reason}, {"last_failure", m.last_failure},
+                                {"dead_since_ms", m.dead_since_ms}});
+      send_json(res, 200, json{{"messages", messages}, {"next_cursor", r->next_cursor}});
+    });
+    route("POST", R"(/v1/queues/([^/]+)/redrive)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      uint64_t max = 100;
+      if (!read_uint(*body, "max", max, res)) return;
+      auto n = ask<uint64_t>(queue_redrive_atom::value, std::string{req.matches[1]}, max, false);
+      if (!n) return send_failure(res, n.error());
+      send_json(res, 200, json{{"redriven", *n}});
+    });
+    route("PUT", R"(/v1/queues/([^/]+)/config)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      uint64_t max_deliveries = 0;
+      if (!body->contains("max_deliveries"))
+        return send_error(res, 400, "bad_request", "the body needs \"max_deliveries\": a positive integer");
+      if (!read_uint(*body, "max_deliveries", max_deliveries, res)) return;
+      auto q = ask<queue_info>(queue_config_atom::value, std::string{req.matches[1]}, max_deliveries, false);
+      if (!q) return send_failure(res, q.error());
+      send_json(res, 200, to_json(*q));
+    });
+    route("GET", R"(/v1/queues/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto q = ask<queue_info>(queue_stats_atom::value, std::string{req.matches[1]}, false);
+      if (!q) return send_failure(res, q.error());
+      if (!q->exists) return send_error(res, 404, "not_found", "no queue " + q->queue);
+      send_json(res, 200, to_json(*q));
+    });
+    route("DELETE", R"(/v1/queues/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto n = ask<uint64_t>(queue_delete_atom::value, std::string{req.matches[1]}, false);
+      if (!n) return send_failure(res, n.error());
+      send_json(res, 200, json{{"deleted", true}, {"messages", *n}});
+    });
+    route("GET", "/v1/queues", [this](const httplib::Request&, httplib::Response& res) {
+      auto names = ask<std::vector<std::string>>(queue_list_atom::value, all_shards, false);
+      if (!names) return send_failure(res, names.error());
+      send_json(res, 200, json{{"queues", *names}});
     });
     route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.status = 200;

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "actors/control_machine.hpp"
+#include "actors/forwarder.hpp"
 #include "actors/log.hpp"
 
 namespace dsync {
@@ -22,69 +23,24 @@ struct node_state {
   node_info self;
   peer_links_actor links;
   raft_host_actor raft;
+  lock_service_actor locks;
+  queue_service_actor queues;
   metrics::registry* metrics = nullptr;
   metrics::counter* forwarded = nullptr;
-  // Forwarded requests by the leader they went to. CAF does not fail requests to a peer
-  // that dies, so the down handler fails them at once instead of at their timeout.
-  std::map<caf::actor_addr, std::map<uint64_t, std::function<void()>>> forwards;
-  uint64_t next_forward = 0;
-  // Node APIs of peers by node id, learned from the peer links; dropped when one goes down.
-  std::map<std::string, node_api> peer_apis;
-  std::set<caf::actor_addr> monitored;
+  forwarder fwd;
   static const char* name;
 };
 const char* node_state::name = "node-api";
 
 using self_ptr = node_api::stateful_pointer<node_state>;
 
-std::string context_string(const caf::error& err) {
-  if (err.context().match_elements<std::string>()) return err.context().get_as<std::string>(0);
-  return {};
-}
-
-// Takes a forwarded request off the books; false if the down handler already failed it.
-bool settle_forward(self_ptr self, const caf::actor_addr& leader, uint64_t id) {
-  auto i = self->state.forwards.find(leader);
-  return i != self->state.forwards.end() && i->second.erase(id) > 0;
-}
-
-// Sends the request to `remote` and relays its answer, failing it at once if the remote dies.
-template <class T, class... Ts>
-void forward_to(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, node_api remote,
-                Ts... xs) {
-  auto addr = remote.address();
-  auto& pending = self->state.forwards[addr];
-  if (self->state.monitored.insert(addr).second) self->monitor(remote);
-  auto id = ++self->state.next_forward;
-  pending.emplace(id, [=]() mutable {
-    rp.deliver(make_error(errc::unavailable, "leader " + leader + " went down while answering"));
-  });
-  self->request(remote, forward_timeout, xs...)
-    .then(
-      [=](T& answer) mutable {
-        if (settle_forward(self, addr, id)) rp.deliver(std::move(answer));
-      },
-      [=](caf::error& err) mutable {
-        if (!settle_forward(self, addr, id)) return;
-        // The leader's own answers pass through; losing it on the way is retryable.
-        if (err.category() == caf::atom("dsync")) rp.deliver(std::move(err));
-        else rp.deliver(make_error(errc::unavailable, "leader " + leader + " did not answer: " + caf::to_string(err)));
-      });
-}
-
 // Sends the same request to the leader's node actor (marked forwarded) and relays its answer.
 template <class T, class... Ts>
 void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const std::string& leader, Ts... xs) {
   self->state.forwarded->inc();
-  if (auto known = self->state.peer_apis.find(leader); known != self->state.peer_apis.end())
-    return forward_to<T>(self, rp, leader, known->second, xs...);
-  self->request(self->state.links, local_timeout, lookup_atom::value, leader)
-    .then(
-      [=](node_api& remote) mutable {
-        self->state.peer_apis[leader] = remote;
-        forward_to<T>(self, rp, leader, remote, xs...);
-      },
-      [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
+  self->state.fwd.call<T>(
+    self, leader, forward_timeout, [=](T& answer) mutable { rp.deliver(std::move(answer)); },
+    [=](caf::error& err) mutable { rp.deliver(std::move(err)); }, xs...);
 }
 
 std::optional<std::string> check_key(const std::string& key) {
@@ -108,7 +64,7 @@ caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forward
       },
       [=](caf::error& err) mutable {
         if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
-        auto leader = context_string(err);
+        auto leader = leader_of(err);
         if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
         forward_to_leader<uint64_t>(self, rp, leader, retry...);
       });
@@ -126,7 +82,7 @@ void change_members(self_ptr self, caf::typed_response_promise<group_status> rp,
               rp.deliver(std::move(err));
               return;
             }
-            auto leader = context_string(err);
+            auto leader = leader_of(err);
             if (leader.empty()) {
               rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet"));
               return;
@@ -138,25 +94,18 @@ void change_members(self_ptr self, caf::typed_response_promise<group_status> rp,
 }  // namespace
 
 node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_links_actor links, raft_host_actor raft,
-                          metrics::registry& registry) {
+                          lock_service_actor locks, queue_service_actor queues, metrics::registry& registry) {
   return sys.spawn([=, &registry](self_ptr self) -> node_api::behavior_type {
     self->state.self = self_info;
     self->state.links = links;
     self->state.raft = raft;
+    self->state.locks = locks;
+    self->state.queues = queues;
+    self->state.fwd.init(links);
     self->state.metrics = &registry;
     self->state.forwarded =
       &registry.get_counter("dsync_requests_forwarded_total", "Requests forwarded to the Raft leader's node");
-    self->set_down_handler([=](caf::down_msg& dm) {
-      auto& apis = self->state.peer_apis;
-      for (auto a = apis.begin(); a != apis.end();)
-        a = a->second.address() == dm.source ? apis.erase(a) : std::next(a);
-      self->state.monitored.erase(dm.source);
-      auto i = self->state.forwards.find(dm.source);
-      if (i == self->state.forwards.end()) return;
-      auto failed = std::move(i->second);
-      self->state.forwards.erase(i);
-      for (auto& [id, fail] : failed) fail();
-    });
+    self->set_down_handler([=](caf::down_msg& dm) { self->state.fwd.on_down(dm); });
     return {
       [=](health_atom) { return health_status{self->state.self.node_id, "ok"}; },
       [=](cluster_atom) -> caf::result<cluster_status> {
@@ -251,11 +200,55 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
           .then([=](std::string& answer) mutable { deliver(answer); },
                 [=](caf::error& err) mutable {
                   if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
-                  auto leader = context_string(err);
+                  auto leader = leader_of(err);
                   if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
                   forward_to_leader<kv_entry>(self, rp, leader, kv_get_atom::value, key, linearizable, true);
                 });
         return rp;
+      },
+      [=](lock_acquire_atom a, lock_request& req, bool forwarded) -> caf::result<lock_grant> {
+        return self->delegate(self->state.locks, a, std::move(req), forwarded);
+      },
+      [=](lock_release_atom a, std::string& lock, std::string& client, bool forwarded) -> caf::result<bool> {
+        return self->delegate(self->state.locks, a, std::move(lock), std::move(client), forwarded);
+      },
+      [=](lock_refresh_atom a, std::string& lock, std::string& client, bool forwarded) -> caf::result<lock_grant> {
+        return self->delegate(self->state.locks, a, std::move(lock), std::move(client), forwarded);
+      },
+      [=](lock_status_atom a, std::string& lock, bool linearizable, bool forwarded) -> caf::result<lock_info> {
+        return self->delegate(self->state.locks, a, std::move(lock), linearizable, forwarded);
+      },
+      [=](queue_enqueue_atom a, std::string& queue, std::string& payload, bool forwarded) -> caf::result<std::string> {
+        return self->delegate(self->state.queues, a, std::move(queue), std::move(payload), forwarded);
+      },
+      [=](queue_dequeue_atom a, queue_pull& pull, bool forwarded) -> caf::result<std::vector<queue_message>> {
+        return self->delegate(self->state.queues, a, std::move(pull), forwarded);
+      },
+      [=](queue_ack_atom a, std::string& queue, std::string& id, uint64_t receipt, bool forwarded) -> caf::result<bool> {
+        return self->delegate(self->state.queues, a, std::move(queue), std::move(id), receipt, forwarded);
+      },
+      [=](queue_nack_atom a, std::string& queue, std::string& id, uint64_t receipt, uint64_t delay_ms,
+          bool forwarded) -> caf::result<bool> {
+        return self->delegate(self->state.queues, a, std::move(queue), std::move(id), receipt, delay_ms, forwarded);
+      },
+      [=](queue_stats_atom a, std::string& queue, bool forwarded) -> caf::result<queue_info> {
+        return self->delegate(self->state.queues, a, std::move(queue), forwarded);
+      },
+      [=](queue_dlq_atom a, std::string& queue, uint64_t cursor, uint64_t limit, bool forwarded)
+        -> caf::result<dead_letters> {
+        return self->delegate(self->state.queues, a, std::move(queue), cursor, limit, forwarded);
+      },
+      [=](queue_redrive_atom a, std::string& queue, uint64_t max, bool forwarded) -> caf::result<uint64_t> {
+        return self->delegate(self->state.queues, a, std::move(queue), max, forwarded);
+      },
+      [=](queue_delete_atom a, std::string& queue, bool forwarded) -> caf::result<uint64_t> {
+        return self->delegate(self->state.queues, a, std::move(queue), forwarded);
+      },
+      [=](queue_config_atom a, std::string& queue, uint64_t max_deliveries, bool forwarded) -> caf::result<queue_info> {
+        return self->delegate(self->state.queues, a, std::move(queue), max_deliveries, forwarded);
+      },
+      [=](queue_list_atom a, uint32_t shard, bool forwarded) -> caf::result<std::vector<std::string>> {
+        return self->delegate(self->state.queues, a, shard, forwarded);
       },
     };
   });

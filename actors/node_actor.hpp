@@ -4,7 +4,9 @@
 // once to the leader's node actor, so a client never needs to know the leader.
 #pragma once
 
+#include "actors/lock_service.hpp"
 #include "actors/metrics.hpp"
+#include "actors/queue_service.hpp"
 #include "actors/peer_links.hpp"
 #include "actors/raft/raft_host.hpp"
 #include "dsync/api.hpp"
@@ -12,6 +14,6 @@
 namespace dsync {
 
 node_api spawn_node_actor(caf::actor_system& sys, node_info self, peer_links_actor links, raft_host_actor raft,
-                          metrics::registry& metrics);
+                          lock_service_actor locks, queue_service_actor queues, metrics::registry& metrics);
 
 }  // namespace dsync

@@ -36,6 +36,9 @@ std::optional<std::string> check_compatible(const node_info& mine, const node_in
   if (theirs.coherence_protocol != mine.coherence_protocol)
     return "coherence protocol " + theirs.coherence_protocol + " differs from ours ("
            + mine.coherence_protocol + ")";
+  if (theirs.queue_shards != mine.queue_shards || theirs.queue_replicas != mine.queue_replicas)
+    return "queue shards x replicas " + std::to_string(theirs.queue_shards) + "x" + std::to_string(theirs.queue_replicas)
+           + " differ from ours (" + std::to_string(mine.queue_shards) + "x" + std::to_string(mine.queue_replicas) + ")";
   if (theirs.node_id == mine.node_id)
     return "node id " + theirs.node_id + " is ours too (node ids must be unique)";
   return std::nullopt;

@@ -12,6 +12,11 @@ std::string to_string(errc x) {
     case errc::not_leader: return "not_leader";
     case errc::not_found: return "not_found";
     case errc::internal: return "internal";
+    case errc::timeout: return "timeout";
+    case errc::deadlock: return "deadlock";
+    case errc::not_held: return "not_held";
+    case errc::limit_exceeded: return "limit_exceeded";
+    case errc::stale_receipt: return "stale_receipt";
   }
   return "unknown";
 }
@@ -33,6 +38,15 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<health_status>("dsync::health_status");
   cfg.add_message_type<group_status>("dsync::group_status");
   cfg.add_message_type<kv_entry>("dsync::kv_entry");
+  cfg.add_message_type<lock_request>("dsync::lock_request");
+  cfg.add_message_type<lock_grant>("dsync::lock_grant");
+  cfg.add_message_type<lock_waiter>("dsync::lock_waiter");
+  cfg.add_message_type<lock_info>("dsync::lock_info");
+  cfg.add_message_type<queue_pull>("dsync::queue_pull");
+  cfg.add_message_type<queue_message>("dsync::queue_message");
+  cfg.add_message_type<queue_info>("dsync::queue_info");
+  cfg.add_message_type<dead_letter>("dsync::dead_letter");
+  cfg.add_message_type<dead_letters>("dsync::dead_letters");
   cfg.add_message_type<raft::message>("dsync::raft::message");
   cfg.add_message_type<node_api>("dsync::node_api");
   cfg.add_message_type<membership_listener>("dsync::membership_listener");

@@ -6,6 +6,11 @@
 //   dsync-bench kv-put --target dsync --endpoints 127.0.0.1:6000,127.0.0.1:6001
 //               --clients 1,16,64,256 --seconds 10 --value-bytes 64
 //
+// Workloads: kv-put (one write per op); lock-cycle (acquire + release of the client's own
+// lock per op); lock-contend (all clients acquire, waiting, and release one lock: ops/s is
+// hand-offs per second). etcd's locks are its v3 lock API (/v3/lock/lock, /v3/lock/unlock)
+// with one lease per client, as etcdctl lock uses them.
+//
 // One line per client count: ops/s and latency percentiles of successful requests.
 #include <httplib.h>
 #include <nlohmann/json.hpp>
@@ -15,6 +20,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,7 +43,7 @@ struct options {
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "dsync-bench: " << why << "\n"
-            << "usage: dsync-bench kv-put --target dsync|etcd --endpoints HOST:PORT[,...]\n"
+            << "usage: dsync-bench kv-put|lock-cycle|lock-contend --target dsync|etcd --endpoints HOST:PORT[,...]\n"
                "                   [--clients 1,16,64,256] [--seconds 10] [--value-bytes 64] [--json]\n";
   std::exit(2);
 }
@@ -65,7 +71,8 @@ options parse(int argc, char** argv) {
   options o;
   if (argc < 2) usage("no workload given");
   o.workload = argv[1];
-  if (o.workload != "kv-put") usage("unknown workload '" + o.workload + "'");
+  if (o.workload != "kv-put" && o.workload != "lock-cycle" && o.workload != "lock-contend")
+    usage("unknown workload '" + o.workload + "' (kv-put, lock-cycle, lock-contend)");
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -139,6 +146,44 @@ bool put_once(httplib::Client& cli, const options& o, const std::string& key, co
   return true;
 }
 
+// POSTs a JSON body; the parsed answer, or nothing (with `error` set) unless HTTP 200.
+std::optional<json> post(httplib::Client& cli, const std::string& path, const json& body, std::string& error) {
+  auto r = cli.Post(path.c_str(), body.dump(), "application/json");
+  if (!r) {
+    error = "connection: " + httplib::to_string(r.error());
+    return std::nullopt;
+  }
+  if (r->status != 200) {
+    error = "HTTP " + std::to_string(r->status) + " " + path + ": " + r->body.substr(0, 200);
+    return std::nullopt;
+  }
+  auto out = json::parse(r->body, nullptr, false);
+  if (out.is_discarded()) {
+    error = "not JSON from " + path;
+    return std::nullopt;
+  }
+  return out;
+}
+
+// One acquire + release of `lock` by `client`. etcd: the client's lease is created once.
+bool lock_cycle(httplib::Client& cli, const options& o, const std::string& lock, const std::string& client,
+                std::string& etcd_lease, std::string& error) {
+  if (o.target == "dsync") {
+    if (!post(cli, "/v1/locks/" + lock + "/acquire",
+              json{{"client", client}, {"mode", "exclusive"}, {"wait_ms", 30000}, {"ttl_ms", 10000}}, error))
+      return false;
+    return post(cli, "/v1/locks/" + lock + "/release", json{{"client", client}}, error).has_value();
+  }
+  if (etcd_lease.empty()) {
+    auto g = post(cli, "/v3/lease/grant", json{{"TTL", 10}}, error);
+    if (!g || !g->contains("ID")) return false;
+    etcd_lease = (*g)["ID"].is_string() ? (*g)["ID"].get<std::string>() : (*g)["ID"].dump();
+  }
+  auto held = post(cli, "/v3/lock/lock", json{{"name", base64(lock)}, {"lease", etcd_lease}}, error);
+  if (!held || !held->contains("key")) return false;
+  return post(cli, "/v3/lock/unlock", json{{"key", (*held)["key"]}}, error).has_value();
+}
+
 void run_level(const options& o, int clients) {
   std::vector<client_result> results(static_cast<size_t>(clients));
   std::atomic<bool> stop{false};
@@ -152,14 +197,19 @@ void run_level(const options& o, int clients) {
       cli.set_keep_alive(true);
       cli.set_tcp_nodelay(true);
       cli.set_connection_timeout(5, 0);
-      cli.set_read_timeout(10, 0);
+      cli.set_read_timeout(40, 0);
       auto& res = results[static_cast<size_t>(c)];
       uint64_t seq = 0;
+      std::string etcd_lease;
+      auto client_name = "bench-" + std::to_string(c);
+      auto lock_name = o.workload == "lock-contend" ? std::string{"bench-contended"} : "bench-lock-" + std::to_string(c);
       while (!stop.load(std::memory_order_relaxed)) {
         auto key = "bench-" + std::to_string(c) + "-" + std::to_string(seq++ % o.keys_per_client);
         auto t0 = steady::now();
         std::string error;
-        if (put_once(cli, o, key, value, error)) {
+        bool ok = o.workload == "kv-put" ? put_once(cli, o, key, value, error)
+                                         : lock_cycle(cli, o, lock_name, client_name, etcd_lease, error);
+        if (ok) {
           res.latencies_ms.push_back(std::chrono::duration<double, std::milli>(steady::now() - t0).count());
         } else {
           if (res.errors++ == 0) res.first_error = error;
@@ -190,7 +240,7 @@ void run_level(const options& o, int clients) {
                    .dump()
               << std::endl;
   } else {
-    std::printf("%-7s %-6s clients=%-4d ops=%-8zu ops/s=%-9.0f p50=%.2fms p99=%.2fms errors=%llu %s\n",
+    std::printf("%-12s %-6s clients=%-4d ops=%-8zu ops/s=%-9.0f p50=%.2fms p99=%.2fms errors=%llu %s\n",
                 o.workload.c_str(), o.target.c_str(), clients, all.size(), rate, pct(0.5), pct(0.99),
                 static_cast<unsigned long long>(errors), first_error.c_str());
     std::fflush(stdout);

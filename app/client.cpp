@@ -1,5 +1,7 @@
 #include "dsync/client.hpp"
 
+#include <algorithm>
+
 namespace dsync {
 
 namespace {
@@ -21,9 +23,14 @@ struct client::impl {
 
   template <class T, class... Ts>
   caf::expected<T> ask(Ts&&... xs) {
+    return ask_within<T>(timeout, std::forward<Ts>(xs)...);
+  }
+
+  template <class T, class... Ts>
+  caf::expected<T> ask_within(caf::duration within, Ts&&... xs) {
     caf::scoped_actor self{sys};
     caf::expected<T> out{caf::sec::request_timeout};
-    self->request(node, timeout, std::forward<Ts>(xs)...)
+    self->request(node, within, std::forward<Ts>(xs)...)
       .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
     return out;
   }
@@ -71,19 +78,81 @@ caf::expected<kv_entry> client::get(const std::string& key, bool linearizable) {
 caf::expected<uint64_t> client::del(const std::string& key) { return impl_->ask<uint64_t>(kv_del_atom::value, key, false); }
 
 caf::expected<group_status> client::add_member(const std::string& node_id) {
-  auto saved = impl_->timeout;
-  impl_->timeout = caf::duration{std::chrono::seconds(40)};
-  auto r = impl_->ask<group_status>(member_add_atom::value, node_id, false);
-  impl_->timeout = saved;
-  return r;
+  return impl_->ask_within<group_status>(caf::duration{std::chrono::seconds(40)}, member_add_atom::value, node_id, false);
 }
 
 caf::expected<group_status> client::remove_member(const std::string& node_id) {
-  auto saved = impl_->timeout;
-  impl_->timeout = caf::duration{std::chrono::seconds(40)};
-  auto r = impl_->ask<group_status>(member_remove_atom::value, node_id, false);
-  impl_->timeout = saved;
-  return r;
+  return impl_->ask_within<group_status>(caf::duration{std::chrono::seconds(40)}, member_remove_atom::value, node_id,
+                                         false);
+}
+
+caf::expected<lock_grant> client::acquire_lock(const std::string& resource, const std::string& client,
+                                               const std::string& type, std::chrono::milliseconds wait,
+                                               std::chrono::milliseconds ttl) {
+  lock_request r{resource, client, type, static_cast<uint64_t>(std::max<int64_t>(wait.count(), 0)),
+                 static_cast<uint64_t>(std::max<int64_t>(ttl.count(), 0))};
+  // The node answers within wait plus its own request budget.
+  auto within = caf::duration{wait + std::chrono::seconds(6)};
+  return impl_->ask_within<lock_grant>(within, lock_acquire_atom::value, r, false);
+}
+
+caf::expected<bool> client::release_lock(const std::string& resource, const std::string& client) {
+  return impl_->ask<bool>(lock_release_atom::value, resource, client, false);
+}
+
+caf::expected<lock_grant> client::refresh_lock(const std::string& resource, const std::string& client) {
+  return impl_->ask<lock_grant>(lock_refresh_atom::value, resource, client, false);
+}
+
+caf::expected<lock_info> client::lock_status(const std::string& resource, bool linearizable) {
+  return impl_->ask<lock_info>(lock_status_atom::value, resource, linearizable, false);
+}
+
+caf::expected<std::string> client::enqueue(const std::string& queue, const std::string& payload) {
+  return impl_->ask<std::string>(queue_enqueue_atom::value, queue, payload, false);
+}
+
+caf::expected<std::vector<queue_message>> client::dequeue(const std::string& queue, const std::string& consumer,
+                                                          uint64_t max, std::chrono::milliseconds visibility,
+                                                          std::chrono::milliseconds wait) {
+  queue_pull pull{queue, consumer, max, static_cast<uint64_t>(std::max<int64_t>(visibility.count(), 0)),
+                  static_cast<uint64_t>(std::max<int64_t>(wait.count(), 0))};
+  return impl_->ask_within<std::vector<queue_message>>(caf::duration{wait + std::chrono::seconds(6)},
+                                                       queue_dequeue_atom::value, pull, false);
+}
+
+caf::expected<bool> client::acknowledge(const std::string& queue, const std::string& message_id, uint64_t receipt) {
+  return impl_->ask<bool>(queue_ack_atom::value, queue, message_id, receipt, false);
+}
+
+caf::expected<bool> client::nack(const std::string& queue, const std::string& message_id, uint64_t receipt,
+                                 std::chrono::milliseconds delay) {
+  return impl_->ask<bool>(queue_nack_atom::value, queue, message_id, receipt,
+                          static_cast<uint64_t>(std::max<int64_t>(delay.count(), 0)), false);
+}
+
+caf::expected<queue_info> client::queue_stats(const std::string& queue) {
+  return impl_->ask<queue_info>(queue_stats_atom::value, queue, false);
+}
+
+caf::expected<dead_letters> client::dead_letters_of(const std::string& queue, uint64_t cursor, uint64_t limit) {
+  return impl_->ask<dead_letters>(queue_dlq_atom::value, queue, cursor, limit, false);
+}
+
+caf::expected<uint64_t> client::redrive(const std::string& queue, uint64_t max) {
+  return impl_->ask<uint64_t>(queue_redrive_atom::value, queue, max, false);
+}
+
+caf::expected<uint64_t> client::delete_queue(const std::string& queue) {
+  return impl_->ask<uint64_t>(queue_delete_atom::value, queue, false);
+}
+
+caf::expected<queue_info> client::configure_queue(const std::string& queue, uint64_t max_deliveries) {
+  return impl_->ask<queue_info>(queue_config_atom::value, queue, max_deliveries, false);
+}
+
+caf::expected<std::vector<std::string>> client::list_queues() {
+  return impl_->ask<std::vector<std::string>>(queue_list_atom::value, all_shards, false);
 }
 
 std::string client::describe(const caf::error& err) const {

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <unistd.h>
 
@@ -42,6 +43,8 @@ node_info describe(const node_settings& s) {
   info.cluster_id = s.cluster_id;
   info.software = software_version;
   info.coherence_protocol = to_string(s.protocol);
+  info.queue_shards = s.queue_shards;
+  info.queue_replicas = s.queue_replicas;
   info.host = s.node_host;
   info.port = s.node_port;
   info.http_port = s.http_port;
@@ -99,19 +102,23 @@ int main(int argc, char** argv) {
   // An existing log is opened (and recovered) before anything starts, so that a log that
   // cannot be trusted stops the node here with a clear message instead of later.
   auto logs = open_logs(s);
-  auto recovered = std::make_shared<std::unique_ptr<log_store>>();
-  if (logs.exists(control_group)) {
+  auto recovered = std::make_shared<std::map<uint64_t, std::unique_ptr<log_store>>>();
+  std::vector<uint64_t> groups{control_group};
+  for (uint32_t shard = 0; shard < s.queue_shards; ++shard) groups.push_back(shard_group(shard));
+  for (auto group : groups) {
+    if (!logs.exists(group)) continue;
     try {
-      *recovered = logs.open(control_group, raft::configuration{});
+      (*recovered)[group] = logs.open(group, raft::configuration{});
     } catch (const std::exception& e) {
-      return fail(std::string{"refusing to start: the Raft log cannot be trusted: "} + e.what(), 1);
+      return fail("refusing to start: the Raft log of group " + std::to_string(group) + " cannot be trusted: " + e.what(),
+                  1);
     }
-    auto open = logs.open;
-    logs.open = [=](uint64_t group, const raft::configuration& bootstrap) {
-      if (group == control_group && *recovered) return std::move(*recovered);
-      return open(group, bootstrap);
-    };
   }
+  auto open = logs.open;
+  logs.open = [=](uint64_t group, const raft::configuration& bootstrap) {
+    if (auto r = recovered->find(group); r != recovered->end() && r->second) return std::move(r->second);
+    return open(group, bootstrap);
+  };
 
   // Signals are taken by sigwait() below; block them before CAF starts its threads so
   // that no other thread receives them.
@@ -138,6 +145,8 @@ int main(int argc, char** argv) {
     auto links = spawn_peer_links(sys, self_info, s.cluster_nodes, timing_from(s), registry);
     raft_host_settings rs;
     rs.self = s.node_id;
+    rs.queue_shards = s.queue_shards;
+    rs.queue_replicas = s.queue_replicas;
     rs.expected_peers = s.cluster_nodes.size();
     rs.join_existing = s.join_existing;
     rs.group_defaults.tick_interval = std::chrono::milliseconds{s.raft_tick_ms};
@@ -146,8 +155,17 @@ int main(int argc, char** argv) {
     rs.group_defaults.snapshot_every_entries = s.raft_snapshot_entries;
     rs.group_defaults.seed = std::hash<std::string>{}(s.node_id) ^ self_info.started_at_ms;
     rs.group_defaults.request_timeout = std::chrono::seconds(3);
+    auto locks = spawn_lock_service(sys, s.node_id, links, registry);
+    auto queues = spawn_queue_service(sys, queue_service_settings{s.node_id, s.queue_shards, s.queue_replicas}, links,
+                                      registry);
+    rs.make_machine = [locks, queues](uint64_t group) -> std::unique_ptr<state_machine> {
+      if (group == control_group) return std::make_unique<control_machine>(observe_locks(locks));
+      return std::make_unique<queue_machine>(group, static_cast<uint32_t>(group - 1), observe_queues(queues));
+    };
     auto raft = spawn_raft_host(sys, rs, logs, links, registry);
-    auto node = spawn_node_actor(sys, self_info, links, raft, registry);
+    caf::anon_send(locks, attach_atom::value, raft);
+    caf::anon_send(queues, queue_attach_atom::value, raft);
+    auto node = spawn_node_actor(sys, self_info, links, raft, locks, queues, registry);
     http_gateway gateway{sys, node, s, registry};
 
     auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);
@@ -175,6 +193,8 @@ int main(int argc, char** argv) {
     sys.middleman().unpublish(node, s.node_port);
     caf::anon_send_exit(node, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(raft, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(locks, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(queues, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(links, caf::exit_reason::user_shutdown);
   }
   log::info("node", "stopped");

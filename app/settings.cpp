@@ -209,6 +209,11 @@ const std::vector<setting_def>& setting_table() {
      [](node_settings& s, const std::string& v) { return parse_port(v, s.redis_port); }},
     {"cache-size", "CACHE_SIZE", "10000", "cache capacity of this node, in lines (1..100000000)",
      number(&node_settings::cache_size, 1, 100000000)},
+    {"queue-shards", "QUEUE_SHARDS", "16",
+     "queue shards (each a Raft group), fixed when the cluster is created (1..1024); every node must agree",
+     number(&node_settings::queue_shards, 1, 1024)},
+    {"queue-replicas", "QUEUE_REPLICAS", "3", "replicas of each queue shard (1..7); every node must agree",
+     number(&node_settings::queue_replicas, 1, 7)},
     {"cache-coherence-protocol", "CACHE_COHERENCE_PROTOCOL", "MESI",
      "MESI, MOSI or MOESI; every node of a cluster must agree",
      [](node_settings& s, const std::string& v) -> check_result {
@@ -576,12 +581,13 @@ std::string dump_settings(const node_settings& s) {
   return fmt::format(
     "node-id = \"{}\"\nnode-host = \"{}\"\nnode-port = {}\nhttp-port = {}\ncluster-nodes = \"{}\"\n"
     "cluster-id = \"{}\"\ncluster-state = \"{}\"\ndata-dir = \"{}\"\nredis-host = \"{}\"\nredis-port = {}\ncache-size = {}\n"
+    "queue-shards = {}\nqueue-replicas = {}\n"
     "cache-coherence-protocol = \"{}\"\nlog-level = \"{}\"\npeer-ping-ms = {}\npeer-suspect-ms = {}\n"
     "peer-down-ms = {}\nraft-tick-ms = {}\nraft-election-ticks = {}\nraft-heartbeat-ticks = {}\n"
     "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
     s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.join_existing ? "existing" : "new",
     s.data_dir, s.redis_host,
-    s.redis_port, s.cache_size, to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
+    s.redis_port, s.cache_size, s.queue_shards, s.queue_replicas, to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
     s.peer_suspect_ms, s.peer_down_ms, s.raft_tick_ms, s.raft_election_ticks, s.raft_heartbeat_ticks,
     s.raft_snapshot_entries, s.http_max_body_bytes, s.http_threads);
 }

@@ -46,6 +46,8 @@ struct node_settings {
   std::string redis_host = "127.0.0.1";
   uint16_t redis_port = 6379;
   uint64_t cache_size = 10000;  // lines per node
+  uint32_t queue_shards = 16;   // fixed at cluster creation; every node must agree
+  uint32_t queue_replicas = 3;  // replicas per shard (fewer if the cluster is smaller)
   coherence_protocol protocol = coherence_protocol::mesi;
   log_level level = log_level::info;
   uint32_t peer_ping_ms = 200;      // how often a peer is pinged

@@ -231,7 +231,10 @@ void finish_batch(self_ptr self, raft::ready& rd) {
     st.stepping_down.clear();
   }
   if (rd.soft_state_changed && rd.soft.leader != st.last_leader) {
+    bool was_leading = st.last_leader == st.settings.self;
+    bool leading = rd.soft.leader == st.settings.self;
     st.last_leader = rd.soft.leader;
+    if (was_leading != leading) st.sm->on_leadership(leading);
     st.m.leader_changes->inc();
     log::info(subsystem, "group {}: leader is now {} (term {}, this node is {})", st.settings.group,
               rd.soft.leader.empty() ? "unknown" : rd.soft.leader, st.core->term(), raft::to_string(rd.soft.state));
@@ -492,6 +495,17 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         st.step_down_deadline = self->clock().now() + st.settings.tick_interval * (2 * st.settings.election_ticks);
         drive(self);
         return rp;
+      },
+      [=](transfer_atom, std::string& target) -> bool {
+        auto& st = self->state;
+        auto& c = *st.core;
+        if (c.state() != raft::role::leader || target == st.settings.self) return false;
+        auto* pr = c.progress_of(target);
+        if (!pr || !c.current_config().is_voter(target) || pr->match() < c.log().last_index()) return false;
+        if (!c.transfer_leadership(target).ok()) return false;
+        log::info(subsystem, "group {}: handing leadership to its preferred leader {}", st.settings.group, target);
+        drive(self);
+        return true;
       },
       [=](raft_tick_atom) {
         self->state.core->tick();

@@ -36,6 +36,10 @@ using raft_group_actor = caf::typed_actor<
   // (dissertation §3.10) and answers true once another node leads, false if that did not
   // happen within the election timeout; a follower answers true at once.
   caf::replies_to<step_down_atom>::with<bool>,
+  // Hands leadership to a caught-up voter (e.g. the preferred leader of a queue shard):
+  // answers at once whether the transfer started; it completes, or is abandoned after an
+  // election timeout, in the background.
+  caf::replies_to<transfer_atom, std::string>::with<bool>,
   // Membership change on the leader (dissertation §4.1, one at a time): (0 = add, 1 =
   // remove, node id). add proposes the node as a learner, waits until it caught up and
   // promotes it; both answer the configuration once the last change is applied here.

@@ -7,6 +7,7 @@
 
 #include "actors/control_machine.hpp"
 #include "actors/log.hpp"
+#include "protocols/ring/hash_ring.hpp"
 
 namespace dsync {
 
@@ -38,7 +39,7 @@ void start_group(self_ptr self, uint64_t group, const raft::configuration& boots
     log::error("raft", "stopping the node: cannot open the log of group {}: {}", group, e.what());
     std::_Exit(70);
   }
-  auto g = spawn_raft_group(self->system(), gs, std::move(store), std::make_unique<control_machine>(), st.links,
+  auto g = spawn_raft_group(self->system(), gs, std::move(store), st.settings.make_machine(group), st.links,
                             *st.metrics);
   self->link_to(g);  // a group that fails takes its host (and so the node) down
   st.groups.emplace(group, g);
@@ -55,6 +56,14 @@ void maybe_bootstrap(self_ptr self) {
   conf.voters.erase(std::unique(conf.voters.begin(), conf.voters.end()), conf.voters.end());
   log::info("raft", "bootstrapping the control group with voters {}", raft::to_string(conf));
   start_group(self, control_group, conf);
+  ring::hash_ring placement(conf.voters);
+  for (uint32_t shard = 0; shard < st.settings.queue_shards; ++shard) {
+    raft::configuration replicas;
+    replicas.voters = placement.shard_replicas(shard, st.settings.queue_replicas);
+    if (std::find(replicas.voters.begin(), replicas.voters.end(), st.settings.self) == replicas.voters.end()) continue;
+    std::sort(replicas.voters.begin(), replicas.voters.end());
+    start_group(self, shard_group(shard), replicas);
+  }
 }
 
 caf::result<std::string> no_group(uint64_t group) {
@@ -73,7 +82,11 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
     st.metrics = &registry;
     st.dropped = &registry.get_counter("dsync_raft_messages_dropped_total",
                                        "Raft messages for a group that does not run here");
-    if (st.logs.exists(control_group)) start_group(self, control_group, raft::configuration{});
+    if (st.logs.exists(control_group)) {
+      start_group(self, control_group, raft::configuration{});
+      for (uint32_t shard = 0; shard < settings.queue_shards; ++shard)
+        if (st.logs.exists(shard_group(shard))) start_group(self, shard_group(shard), raft::configuration{});
+    }
     else if (settings.join_existing) {
       log::info("raft", "joining a running cluster: waiting to be added (dsyncctl member add {})", settings.self);
       start_group(self, control_group, raft::configuration{});
@@ -130,6 +143,11 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
         if (g == self->state.groups.end())
           return make_error(errc::unavailable, "Raft group " + std::to_string(group) + " is not running on this node yet");
         return self->delegate(g->second, member_change_atom::value, kind, std::move(node));
+      },
+      [=](transfer_atom, uint64_t group, std::string& target) -> caf::result<bool> {
+        auto g = self->state.groups.find(group);
+        if (g == self->state.groups.end()) return false;
+        return self->delegate(g->second, transfer_atom::value, std::move(target));
       },
       [=](step_down_atom) -> caf::result<uint64_t> {
         auto rp = self->make_response_promise<uint64_t>();

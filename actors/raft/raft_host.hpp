@@ -5,7 +5,8 @@
 // already holds the group starts it at once from there. A node with empty storage needs
 // the node ids of all configured members, which it learns from the peer handshakes, so
 // the very first start of a cluster waits until every member has been reached once (as
-// etcd's initial cluster does); all members then derive the same configuration.
+// etcd's initial cluster does); all members then derive the same configuration, and the
+// same placement of the queue shards' groups.
 #pragma once
 
 #include <functional>
@@ -30,6 +31,8 @@ using raft_host_actor = caf::typed_actor<
   caf::replies_to<step_down_atom>::with<uint64_t>,
   // (group, 0 = add / 1 = remove, node id) on the local replica: see raft_group.hpp.
   caf::replies_to<member_change_atom, uint64_t, uint8_t, std::string>::with<group_status>,
+  // (group, target): see raft_group.hpp.
+  caf::replies_to<transfer_atom, uint64_t, std::string>::with<bool>,
   caf::reacts_to<member_atom, member_status>>;
 
 // Opens (or creates with `bootstrap` as its initial configuration) the log of a group.
@@ -39,11 +42,21 @@ struct log_opener {
   std::function<std::unique_ptr<log_store>(uint64_t group, const raft::configuration& bootstrap)> open;
 };
 
+// Queue shard s is Raft group s + 1 (group 0 is the control group).
+constexpr uint64_t shard_group(uint32_t shard) { return uint64_t{shard} + 1; }
+
 struct raft_host_settings {
   std::string self;
+  // Queue shards: on the cluster's first start every node starts the groups of the shards
+  // it replicates (the hash ring over the control group's voters places them); later
+  // starts reopen whatever groups have a log here.
+  uint32_t queue_shards = 0;
+  uint32_t queue_replicas = 3;
   size_t expected_peers = 0;  // members besides this node
   bool join_existing = false;  // start with no configuration and wait to be added
   raft_group_settings group_defaults;  // group and self are filled in per group
+  // The state machine of a group (the control group's holds the KV store and lock table).
+  std::function<std::unique_ptr<state_machine>(uint64_t group)> make_machine;
 };
 
 raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings settings, log_opener logs,

@@ -21,6 +21,9 @@ class state_machine {
   // keeps the state) when the bytes are malformed.
   virtual std::string snapshot() const = 0;
   virtual bool restore(const std::string& data) = 0;
+  // This node became (true) or stopped being (false) the group's leader. Not part of the
+  // replicated state: for services that act only on the leader (e.g. lease expiry).
+  virtual void on_leadership(bool /*leading*/) {}
 };
 
 }  // namespace dsync

@@ -110,6 +110,10 @@ class Node:
         wait_until(lambda: self.alive_process() and http(self.http_port, "GET", "/v1/health")[0] == 200,
                    timeout, f"{self.node_id} to answer /v1/health")
 
+    def running(self):
+        """True while the process runs (no matter how it stopped otherwise)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def alive_process(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"{self.node_id} exited with {self.proc.returncode}:\n{self.log_tail()}")

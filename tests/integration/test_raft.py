@@ -281,7 +281,7 @@ def test_corrupt_wal_refuses_to_start():
         victim.start()
         assert victim.proc.wait(timeout=10) == 1
         tail = victim.log_tail(5)
-        assert "refusing to start: the Raft log cannot be trusted" in tail and "wal-" in tail, tail
+        assert "refusing to start: the Raft log of group 0 cannot be trusted" in tail and "wal-" in tail, tail
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@ by the same closed-loop client (dsync-bench kv-put) at the same concurrency. The
 run one after the other, never at the same time, and the order alternates per round.
 
     python3 tests/perf/raft_commit.py [--clients 1,16,64,256] [--seconds 10] [--rounds 2]
+                                      [--workload kv-put|lock-cycle|lock-contend]
+
+lock-cycle: every client takes and gives back its own lock (dsync's lock API against
+etcd's /v3/lock/lock and /v3/lock/unlock with a lease per client); lock-contend: all
+clients contend for one lock (hand-offs per second).
 
 Prints a table; --markdown FILE also writes it as Markdown.
 """
@@ -43,7 +48,7 @@ def run_dsync(clients, seconds, workload="kv-put"):
         return bench("dsync", [f"127.0.0.1:{n.http_port}" for n in c.nodes], clients, seconds, workload)
 
 
-def run_etcd(clients, seconds):
+def run_etcd(clients, seconds, workload="kv-put"):
     etcd = shutil.which("etcd")
     if not etcd:
         raise SystemExit("etcd not found: apt-get install etcd-server")
@@ -67,7 +72,7 @@ def run_etcd(clients, seconds):
             return all(json.load(urllib.request.urlopen(f"http://127.0.0.1:{p}/health", timeout=1)).get("health")
                        == "true" for p in ports[:3])
         wait_until(healthy, 30, "etcd to be healthy", interval=0.2)
-        return bench("etcd", [f"127.0.0.1:{p}" for p in ports[:3]], clients, seconds)
+        return bench("etcd", [f"127.0.0.1:{p}" for p in ports[:3]], clients, seconds, workload)
     finally:
         for p in procs:
             p.kill()
@@ -80,6 +85,7 @@ def main():
     ap.add_argument("--clients", default="1,16,64,256")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workload", default="kv-put", choices=["kv-put", "lock-cycle", "lock-contend"])
     ap.add_argument("--markdown")
     a = ap.parse_args()
     clients = [int(x) for x in a.clients.split(",")]
@@ -89,7 +95,7 @@ def main():
         if r % 2:
             order.reverse()
         for name, fn in order:
-            for row in fn(clients, a.seconds):
+            for row in fn(clients, a.seconds, a.workload):
                 results[name][row["clients"]].append(row)
                 print(f"round {r + 1} {name:5} clients={row['clients']:<4} {row['ops_per_s']:9.0f} ops/s "
                       f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms errors={row['errors']}", flush=True)
@@ -104,7 +110,7 @@ def main():
                      f"{med(d, 'ops_per_s') / med(e, 'ops_per_s'):.2f}x | "
                      f"{med(d, 'p50_ms'):.2f} / {med(d, 'p99_ms'):.2f} | {med(e, 'p50_ms'):.2f} / {med(e, 'p99_ms'):.2f} |")
     table = "\n".join(lines)
-    print(f"\nmedians of {a.rounds} rounds, {a.seconds}s each, {time.strftime('%Y-%m-%d %H:%M')}\n{table}")
+    print(f"\n{a.workload}: medians of {a.rounds} rounds, {a.seconds}s each, {time.strftime('%Y-%m-%d %H:%M')}\n{table}")
     if a.markdown:
         with open(a.markdown, "w") as f:
             f.write(table + "\n")

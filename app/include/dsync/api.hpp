@@ -17,7 +17,7 @@ namespace dsync {
 
 // Bumped when the wire format of any message changes; nodes of another major refuse
 // each other at the handshake.
-constexpr uint32_t protocol_version = 1;
+constexpr uint32_t protocol_version = 2;
 extern const char* const software_version;
 
 // Atoms: at most 10 characters, unique across the system (n_ = node, p_ = peer links).
@@ -39,11 +39,26 @@ using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
 using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
 using member_change_atom = caf::atom_constant<caf::atom("r_member")>;
+using transfer_atom = caf::atom_constant<caf::atom("r_transfer")>;
 using member_add_atom = caf::atom_constant<caf::atom("m_add")>;
 using member_remove_atom = caf::atom_constant<caf::atom("m_remove")>;
 using kv_put_atom = caf::atom_constant<caf::atom("kv_put")>;
 using kv_get_atom = caf::atom_constant<caf::atom("kv_get")>;
 using kv_del_atom = caf::atom_constant<caf::atom("kv_del")>;
+using lock_acquire_atom = caf::atom_constant<caf::atom("l_acquire")>;
+using lock_release_atom = caf::atom_constant<caf::atom("l_release")>;
+using lock_refresh_atom = caf::atom_constant<caf::atom("l_refresh")>;
+using lock_status_atom = caf::atom_constant<caf::atom("l_status")>;
+using queue_enqueue_atom = caf::atom_constant<caf::atom("q_enqueue")>;
+using queue_dequeue_atom = caf::atom_constant<caf::atom("q_dequeue")>;
+using queue_ack_atom = caf::atom_constant<caf::atom("q_ack")>;
+using queue_nack_atom = caf::atom_constant<caf::atom("q_nack")>;
+using queue_stats_atom = caf::atom_constant<caf::atom("q_stats")>;
+using queue_dlq_atom = caf::atom_constant<caf::atom("q_dlq")>;
+using queue_redrive_atom = caf::atom_constant<caf::atom("q_redrive")>;
+using queue_delete_atom = caf::atom_constant<caf::atom("q_delete")>;
+using queue_config_atom = caf::atom_constant<caf::atom("q_config")>;
+using queue_list_atom = caf::atom_constant<caf::atom("q_list")>;
 
 // Errors a node answers with; they cross the network intact (code, category, context).
 enum class errc : uint8_t {
@@ -53,6 +68,11 @@ enum class errc : uint8_t {
   not_leader,             // context: the leader's node id ("" if unknown)
   not_found,              // no such key / lock / message
   internal,               // a bug or a failed disk: the node logs it
+  timeout,                // a lock was not granted within wait_ms
+  deadlock,               // waiting would close a cycle; context: reason, then the cycle
+  not_held,               // release/refresh of a lock the client does not hold
+  limit_exceeded,         // a documented limit (waiters per lock, locks per client, ...)
+  stale_receipt,          // ack/nack of a delivery that timed out (the message may be elsewhere)
 };
 inline caf::error make_error(errc x) {
   return caf::error{static_cast<uint8_t>(x), caf::atom("dsync")};
@@ -71,6 +91,8 @@ struct node_info {
   uint32_t protocol = protocol_version;
   std::string software;
   std::string coherence_protocol;  // MESI, MOSI or MOESI
+  uint32_t queue_shards = 0;       // fixed per cluster
+  uint32_t queue_replicas = 0;
   std::string host;
   uint16_t port = 0;
   uint16_t http_port = 0;
@@ -79,7 +101,7 @@ struct node_info {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("node_info"), x.node_id, x.cluster_id, x.protocol, x.software,
-           x.coherence_protocol, x.host, x.port, x.http_port, x.started_at_ms);
+           x.coherence_protocol, x.queue_shards, x.queue_replicas, x.host, x.port, x.http_port, x.started_at_ms);
 }
 
 // One member as this node sees it.
@@ -151,6 +173,124 @@ typename Inspector::result_type inspect(Inspector& f, health_status& x) {
   return f(caf::meta::type_name("health_status"), x.node_id, x.status);
 }
 
+// A lock request (see the lock table's contract in protocols/locks/lock_table.hpp).
+struct lock_request {
+  std::string lock;
+  std::string client;
+  std::string mode = "exclusive";  // exclusive | shared
+  uint64_t wait_ms = 0;            // 0: try once
+  uint64_t ttl_ms = 10000;         // lease; refresh before it lapses
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lock_request& x) {
+  return f(caf::meta::type_name("lock_request"), x.lock, x.client, x.mode, x.wait_ms, x.ttl_ms);
+}
+
+// A held lock. The token (fencing token) grows with every grant of any lock, so a guarded
+// resource can refuse a holder whose token is older than one it has already seen.
+struct lock_grant {
+  std::string lock;
+  std::string client;
+  std::string mode;
+  uint64_t token = 0;
+  uint64_t ttl_ms = 0;
+  uint64_t expires_in_ms = 0;  // as the answering leader's clock sees it
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lock_grant& x) {
+  return f(caf::meta::type_name("lock_grant"), x.lock, x.client, x.mode, x.token, x.ttl_ms, x.expires_in_ms);
+}
+
+struct lock_waiter {
+  std::string client;
+  std::string mode;
+  bool upgrade = false;      // a shared holder waiting to become the exclusive one
+  uint64_t gives_up_in_ms = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lock_waiter& x) {
+  return f(caf::meta::type_name("lock_waiter"), x.client, x.mode, x.upgrade, x.gives_up_in_ms);
+}
+
+struct lock_info {
+  std::string lock;
+  std::string mode;  // exclusive, shared, or "free"
+  std::vector<lock_grant> holders;   // in grant order
+  std::vector<lock_waiter> waiters;  // in queue order
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, lock_info& x) {
+  return f(caf::meta::type_name("lock_info"), x.lock, x.mode, x.holders, x.waiters);
+}
+
+// A dequeue: up to `max` messages for `consumer`, invisible to others for visibility_ms;
+// waits up to wait_ms for a first message when the queue is empty (long poll).
+struct queue_pull {
+  std::string queue;
+  std::string consumer;
+  uint64_t max = 1;
+  uint64_t visibility_ms = 30000;
+  uint64_t wait_ms = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_pull& x) {
+  return f(caf::meta::type_name("queue_pull"), x.queue, x.consumer, x.max, x.visibility_ms, x.wait_ms);
+}
+
+// One delivery of a message: ack or nack it quoting id and receipt.
+struct queue_message {
+  std::string id;
+  uint64_t receipt = 0;
+  std::string payload;
+  uint64_t deliveries = 0;  // 1 on the first delivery
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_message& x) {
+  return f(caf::meta::type_name("queue_message"), x.id, x.receipt, x.payload, x.deliveries);
+}
+
+struct queue_info {
+  std::string queue;
+  bool exists = false;
+  uint32_t shard = 0;
+  uint64_t ready = 0;
+  uint64_t in_flight = 0;
+  uint64_t delayed = 0;  // nacked with a delay
+  uint64_t dead = 0;     // in the dead-letter queue
+  uint64_t max_deliveries = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_info& x) {
+  return f(caf::meta::type_name("queue_info"), x.queue, x.exists, x.shard, x.ready, x.in_flight, x.delayed, x.dead,
+           x.max_deliveries);
+}
+
+struct dead_letter {
+  std::string id;
+  std::string payload;
+  uint64_t deliveries = 0;
+  std::string reason;        // max_deliveries
+  std::string last_failure;  // visibility_timeout | nack
+  uint64_t dead_since_ms = 0;  // leader time
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, dead_letter& x) {
+  return f(caf::meta::type_name("dead_letter"), x.id, x.payload, x.deliveries, x.reason, x.last_failure,
+           x.dead_since_ms);
+}
+
+struct dead_letters {
+  std::vector<dead_letter> messages;
+  uint64_t next_cursor = 0;  // 0: no more
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, dead_letters& x) {
+  return f(caf::meta::type_name("dead_letters"), x.messages, x.next_cursor);
+}
+
+// queue_list_atom's shard argument for "every shard".
+constexpr uint32_t all_shards = 0xffffffff;
+
 // The front actor of a node, published on NODE_PORT.
 using node_api = caf::typed_actor<
   caf::replies_to<health_atom>::with<health_status>,
@@ -171,7 +311,35 @@ using node_api = caf::typed_actor<
   // learner, catches up, then becomes a voter; the answer is the configuration after it.
   // The node must be running and linked (started with CLUSTER_STATE=existing).
   caf::replies_to<member_add_atom, std::string, bool>::with<group_status>,
-  caf::replies_to<member_remove_atom, std::string, bool>::with<group_status>>;
+  caf::replies_to<member_remove_atom, std::string, bool>::with<group_status>,
+  // Locks (the control group's lock table). acquire answers the grant once held, or
+  // errc::timeout / deadlock / bad_request / limit_exceeded; a request in flight across a
+  // leader change is retried against the new leader (acquire is idempotent per lock and
+  // client). release (lock, client, forwarded) answers true if the client held it, false
+  // if it was only waiting (the wait is cancelled); errc::not_held otherwise. refresh
+  // renews the lease. status (lock, linearizable, forwarded).
+  caf::replies_to<lock_acquire_atom, lock_request, bool>::with<lock_grant>,
+  caf::replies_to<lock_release_atom, std::string, std::string, bool>::with<bool>,
+  caf::replies_to<lock_refresh_atom, std::string, std::string, bool>::with<lock_grant>,
+  caf::replies_to<lock_status_atom, std::string, bool, bool>::with<lock_info>,
+  // Queues (each queue lives in one shard, a Raft group placed by the hash ring). Every
+  // call ends with the forwarded flag. enqueue (queue, payload) answers the message id
+  // once a majority of the shard's replicas stored it. dequeue answers the deliveries
+  // (possibly none). ack (queue, id, receipt; 0 = the current delivery) answers true;
+  // nack (queue, id, receipt, delay_ms) answers whether the message went to the
+  // dead-letter queue; both errc::not_found / stale_receipt. redrive (queue, max) and
+  // delete answer the number of messages moved or dropped; config sets max_deliveries;
+  // list (shard or all_shards) answers queue names.
+  caf::replies_to<queue_enqueue_atom, std::string, std::string, bool>::with<std::string>,
+  caf::replies_to<queue_dequeue_atom, queue_pull, bool>::with<std::vector<queue_message>>,
+  caf::replies_to<queue_ack_atom, std::string, std::string, uint64_t, bool>::with<bool>,
+  caf::replies_to<queue_nack_atom, std::string, std::string, uint64_t, uint64_t, bool>::with<bool>,
+  caf::replies_to<queue_stats_atom, std::string, bool>::with<queue_info>,
+  caf::replies_to<queue_dlq_atom, std::string, uint64_t, uint64_t, bool>::with<dead_letters>,
+  caf::replies_to<queue_redrive_atom, std::string, uint64_t, bool>::with<uint64_t>,
+  caf::replies_to<queue_delete_atom, std::string, bool>::with<uint64_t>,
+  caf::replies_to<queue_config_atom, std::string, uint64_t, bool>::with<queue_info>,
+  caf::replies_to<queue_list_atom, uint32_t, bool>::with<std::vector<std::string>>>;
 
 // Receives membership changes (one member_status per change).
 using membership_listener = caf::typed_actor<caf::reacts_to<member_atom, member_status>>;
