@@ -10,6 +10,21 @@ namespace {
 constexpr uint8_t stats_tag = 'S';
 constexpr uint8_t dead_tag = 'D';
 constexpr uint8_t list_tag = 'L';
+constexpr uint8_t all_stats_tag = 'A';
+
+void put_stats(std::string& out, const queue::queue_stats& s) {
+  codec::put_u8(out, s.exists ? 1 : 0);
+  for (auto x : {s.ready, s.in_flight, s.delayed, s.dead, s.max_deliveries, s.payload_bytes}) codec::put_u64(out, x);
+}
+
+bool get_stats(codec::reader& r, queue::queue_stats& s) {
+  uint8_t exists = 0;
+  if (!r.get_u8(exists) || !r.get_u64(s.ready) || !r.get_u64(s.in_flight) || !r.get_u64(s.delayed)
+      || !r.get_u64(s.dead) || !r.get_u64(s.max_deliveries) || !r.get_u64(s.payload_bytes))
+    return false;
+  s.exists = exists != 0;
+  return true;
+}
 }  // namespace
 
 std::string stats(const std::string& queue) {
@@ -38,11 +53,27 @@ std::string list(const std::string& after, uint64_t limit) {
 
 bool decode_stats(const std::string& bytes, queue::queue_stats& s) {
   codec::reader r{bytes};
-  uint8_t exists = 0;
-  if (!r.get_u8(exists) || !r.get_u64(s.ready) || !r.get_u64(s.in_flight) || !r.get_u64(s.delayed)
-      || !r.get_u64(s.dead) || !r.get_u64(s.max_deliveries) || !r.get_u64(s.payload_bytes))
-    return false;
-  s.exists = exists != 0;
+  return get_stats(r, s) && r.at_end();
+}
+
+std::string all_stats(uint64_t limit) {
+  std::string out;
+  codec::put_u8(out, all_stats_tag);
+  codec::put_string(out, "");
+  codec::put_u64(out, limit);
+  return out;
+}
+
+bool decode_all_stats(const std::string& bytes, std::vector<std::pair<std::string, queue::queue_stats>>& out) {
+  codec::reader r{bytes};
+  uint64_t n = 0;
+  out.clear();
+  if (!r.get_u64(n) || n > bytes.size()) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    std::pair<std::string, queue::queue_stats> q;
+    if (!r.get_string(q.first) || !get_stats(r, q.second)) return false;
+    out.push_back(std::move(q));
+  }
   return r.at_end();
 }
 
@@ -102,9 +133,16 @@ std::string queue_machine::query(const std::string& request) const {
   std::string out;
   if (!r.get_u8(tag) || !r.get_string(name)) return out;
   if (tag == shard_query::stats_tag) {
-    auto s = shard_.stats(name);
-    codec::put_u8(out, s.exists ? 1 : 0);
-    for (auto x : {s.ready, s.in_flight, s.delayed, s.dead, s.max_deliveries, s.payload_bytes}) codec::put_u64(out, x);
+    shard_query::put_stats(out, shard_.stats(name));
+  } else if (tag == shard_query::all_stats_tag) {
+    uint64_t limit = 0;
+    if (!r.get_u64(limit)) return out;
+    auto names = shard_.list_queues("", limit);
+    codec::put_u64(out, names.size());
+    for (auto& n : names) {
+      codec::put_string(out, n);
+      shard_query::put_stats(out, shard_.stats(n));
+    }
   } else if (tag == shard_query::dead_tag) {
     uint64_t cursor = 0;
     uint64_t limit = 0;

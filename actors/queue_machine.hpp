@@ -32,6 +32,9 @@ std::string list(const std::string& after, uint64_t limit);
 bool decode_stats(const std::string& bytes, queue::queue_stats& out);
 bool decode_dead(const std::string& bytes, queue::dead_page& out);
 bool decode_list(const std::string& bytes, std::vector<std::string>& out);
+// The counts of the shard's first queues (for gauges).
+std::string all_stats(uint64_t limit);
+bool decode_all_stats(const std::string& bytes, std::vector<std::pair<std::string, queue::queue_stats>>& out);
 }  // namespace shard_query
 
 class queue_machine final : public state_machine {

@@ -52,6 +52,7 @@ struct service_state {
   std::set<uint64_t> expire_in_flight;
   std::map<uint64_t, std::function<void()>> later;
   uint64_t next_id = 0;
+  metrics::registry* registry = nullptr;
   struct {
     metrics::counter* enqueued;
     metrics::counter* delivered;
@@ -335,6 +336,28 @@ void on_report(self_ptr self, queue_apply_report& r) {
   if (leading) arm_timer(self, r.group);
 }
 
+// Publishes the counts of the queues of a shard this node leads as gauges.
+void publish_gauges(self_ptr self, uint64_t group) {
+  local_query(self, group, shard_query::all_stats(queue::max_list_page),
+              [=](std::string& bytes) {
+                std::vector<std::pair<std::string, queue::queue_stats>> all;
+                if (!shard_query::decode_all_stats(bytes, all)) return;
+                auto& reg = *self->state.registry;
+                for (auto& [name, s] : all) {
+                  auto set = [&](const char* state, uint64_t v) {
+                    reg.get_gauge("dsync_queue_messages", "Messages of a queue by state (on its shard's leader)",
+                                  {{"queue", name}, {"state", state}})
+                      .set(static_cast<double>(v));
+                  };
+                  set("ready", s.ready);
+                  set("in_flight", s.in_flight);
+                  set("delayed", s.delayed);
+                  set("dead", s.dead);
+                }
+              },
+              [](caf::error&) {});
+}
+
 // Spreads the shards' leaders: a leader hands over to the shard's preferred leader (first
 // in ring order) if that one has caught up; if it is down or behind, this node keeps it.
 void prefer_leader(self_ptr self, uint64_t group) {
@@ -433,6 +456,7 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
   return sys.spawn([=, &registry](self_ptr self) -> queue_service_actor::behavior_type {
     auto& st = self->state;
     st.settings = settings;
+    st.registry = &registry;
     st.fwd.init(links);
     st.m.enqueued = &registry.get_counter("dsync_queue_enqueued_total", "Messages enqueued through this node as leader");
     st.m.delivered = &registry.get_counter("dsync_queue_delivered_total", "First deliveries by this node as leader");
@@ -664,7 +688,10 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
       [=](queue_retry_atom, uint64_t id) {
         if (id == 0) {  // the placement refresh timer
           refresh_placement(self);
-          for (auto group : self->state.leading) prefer_leader(self, group);
+          for (auto group : self->state.leading) {
+            prefer_leader(self, group);
+            publish_gauges(self, group);
+          }
           // Quickly while the cluster starts, then now and then (membership may change).
           auto next = self->state.placement ? caf::timespan{placement_refresh} : caf::timespan{retry_delay * 5};
           self->delayed_send(self, next, queue_retry_atom::value, uint64_t{0});

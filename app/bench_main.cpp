@@ -38,13 +38,15 @@ struct options {
   double seconds = 10;
   size_t value_bytes = 64;
   size_t keys_per_client = 100;
+  int queues = 1;  // queue workloads: clients spread over this many queues
   bool as_json = false;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "dsync-bench: " << why << "\n"
-            << "usage: dsync-bench kv-put|lock-cycle|lock-contend --target dsync|etcd --endpoints HOST:PORT[,...]\n"
-               "                   [--clients 1,16,64,256] [--seconds 10] [--value-bytes 64] [--json]\n";
+            << "usage: dsync-bench WORKLOAD --target dsync|etcd --endpoints HOST:PORT[,...]\n"
+               "                   [--clients 1,16,64,256] [--seconds 10] [--value-bytes 64] [--queues 1] [--json]\n"
+               "workloads: kv-put, lock-cycle, lock-contend (dsync or etcd); queue-enqueue, queue-roundtrip (dsync)\n";
   std::exit(2);
 }
 
@@ -71,8 +73,9 @@ options parse(int argc, char** argv) {
   options o;
   if (argc < 2) usage("no workload given");
   o.workload = argv[1];
-  if (o.workload != "kv-put" && o.workload != "lock-cycle" && o.workload != "lock-contend")
-    usage("unknown workload '" + o.workload + "' (kv-put, lock-cycle, lock-contend)");
+  static const char* const workloads[] = {"kv-put", "lock-cycle", "lock-contend", "queue-enqueue", "queue-roundtrip"};
+  if (std::find(std::begin(workloads), std::end(workloads), o.workload) == std::end(workloads))
+    usage("unknown workload '" + o.workload + "' (kv-put, lock-cycle, lock-contend, queue-enqueue, queue-roundtrip)");
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -95,6 +98,8 @@ options parse(int argc, char** argv) {
       o.seconds = to_int(next(), "--seconds", 1, 3600);
     } else if (a == "--value-bytes") {
       o.value_bytes = static_cast<size_t>(to_int(next(), "--value-bytes", 0, 1 << 20));
+    } else if (a == "--queues") {
+      o.queues = to_int(next(), "--queues", 1, 10000);
     } else if (a == "--json") {
       o.as_json = true;
     } else {
@@ -102,6 +107,7 @@ options parse(int argc, char** argv) {
     }
   }
   if (o.endpoints.empty()) usage("--endpoints is required");
+  if (o.workload.rfind("queue-", 0) == 0 && o.target != "dsync") usage("queue workloads run against dsync only");
   return o;
 }
 
@@ -125,6 +131,7 @@ std::string base64(const std::string& in) {
 
 struct client_result {
   std::vector<double> latencies_ms;
+  uint64_t consumed = 0;  // queue-roundtrip consumers: messages acked
   uint64_t errors = 0;
   std::string first_error;
 };
@@ -184,6 +191,19 @@ bool lock_cycle(httplib::Client& cli, const options& o, const std::string& lock,
   return post(cli, "/v3/lock/unlock", json{{"key", (*held)["key"]}}, error).has_value();
 }
 
+// A consumer's turn: dequeue up to 16 (waiting up to 0.5 s) and ack each; false on error.
+bool consume(httplib::Client& cli, const std::string& queue, const std::string& consumer, client_result& res,
+             std::string& error) {
+  auto got = post(cli, "/v1/queues/" + queue + "/dequeue",
+                  json{{"consumer", consumer}, {"max", 16}, {"visibility_ms", 30000}, {"wait_ms", 500}}, error);
+  if (!got) return false;
+  for (auto& m : (*got)["messages"]) {
+    if (!post(cli, "/v1/queues/" + queue + "/ack", json{{"id", m["id"]}, {"receipt", m["receipt"]}}, error)) return false;
+    ++res.consumed;
+  }
+  return true;
+}
+
 void run_level(const options& o, int clients) {
   std::vector<client_result> results(static_cast<size_t>(clients));
   std::atomic<bool> stop{false};
@@ -207,8 +227,18 @@ void run_level(const options& o, int clients) {
         auto key = "bench-" + std::to_string(c) + "-" + std::to_string(seq++ % o.keys_per_client);
         auto t0 = steady::now();
         std::string error;
-        bool ok = o.workload == "kv-put" ? put_once(cli, o, key, value, error)
-                                         : lock_cycle(cli, o, lock_name, client_name, etcd_lease, error);
+        auto queue = "bench-q-" + std::to_string(c / 2 % o.queues);
+        if (o.workload == "queue-roundtrip" && c % 2 == 1) {
+          if (!consume(cli, queue, client_name, res, error)) {
+            if (res.errors++ == 0) res.first_error = error;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
+          continue;
+        }
+        bool ok = false;
+        if (o.workload == "kv-put") ok = put_once(cli, o, key, value, error);
+        else if (o.workload.rfind("lock-", 0) == 0) ok = lock_cycle(cli, o, lock_name, client_name, etcd_lease, error);
+        else ok = post(cli, "/v1/queues/" + queue + "/messages", json{{"payload", value}}, error).has_value();
         if (ok) {
           res.latencies_ms.push_back(std::chrono::duration<double, std::milli>(steady::now() - t0).count());
         } else {
@@ -224,8 +254,10 @@ void run_level(const options& o, int clients) {
   double elapsed = std::chrono::duration<double>(steady::now() - start).count();
   std::vector<double> all;
   uint64_t errors = 0;
+  uint64_t consumed = 0;
   std::string first_error;
   for (auto& r : results) {
+    consumed += r.consumed;
     all.insert(all.end(), r.latencies_ms.begin(), r.latencies_ms.end());
     errors += r.errors;
     if (first_error.empty()) first_error = r.first_error;
@@ -236,13 +268,14 @@ void run_level(const options& o, int clients) {
   if (o.as_json) {
     std::cout << json{{"workload", o.workload}, {"target", o.target}, {"clients", clients}, {"ops", all.size()},
                       {"seconds", elapsed}, {"ops_per_s", rate}, {"p50_ms", pct(0.5)}, {"p99_ms", pct(0.99)},
+                      {"consumed", consumed}, {"consumed_per_s", static_cast<double>(consumed) / elapsed},
                       {"errors", errors}, {"first_error", first_error}}
                    .dump()
               << std::endl;
   } else {
-    std::printf("%-12s %-6s clients=%-4d ops=%-8zu ops/s=%-9.0f p50=%.2fms p99=%.2fms errors=%llu %s\n",
+    std::printf("%-15s %-6s clients=%-4d ops=%-8zu ops/s=%-9.0f p50=%.2fms p99=%.2fms consumed/s=%-8.0f errors=%llu %s\n",
                 o.workload.c_str(), o.target.c_str(), clients, all.size(), rate, pct(0.5), pct(0.99),
-                static_cast<unsigned long long>(errors), first_error.c_str());
+                static_cast<double>(consumed) / elapsed, static_cast<unsigned long long>(errors), first_error.c_str());
     std::fflush(stdout);
   }
 }

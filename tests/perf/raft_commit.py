@@ -29,9 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import Cluster, free_ports, wait_until  # noqa: E402
 
 
-def bench(target, endpoints, clients, seconds, workload="kv-put"):
+def bench(target, endpoints, clients, seconds, workload="kv-put", extra=()):
     out = subprocess.run([BENCH, workload, "--target", target, "--endpoints", ",".join(endpoints),
-                          "--clients", ",".join(map(str, clients)), "--seconds", str(seconds), "--json"],
+                          "--clients", ",".join(map(str, clients)), "--seconds", str(seconds), "--json", *extra],
                          capture_output=True, text=True, check=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
