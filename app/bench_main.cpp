@@ -153,14 +153,14 @@ bool put_once(httplib::Client& cli, const options& o, const std::string& key, co
   return true;
 }
 
-// POSTs a JSON body; the parsed answer, or nothing (with `error` set) unless HTTP 200.
+// POSTs a JSON body; the parsed answer, or nothing (with `error` set) unless HTTP 2xx.
 std::optional<json> post(httplib::Client& cli, const std::string& path, const json& body, std::string& error) {
   auto r = cli.Post(path.c_str(), body.dump(), "application/json");
   if (!r) {
     error = "connection: " + httplib::to_string(r.error());
     return std::nullopt;
   }
-  if (r->status != 200) {
+  if (r->status < 200 || r->status > 299) {
     error = "HTTP " + std::to_string(r->status) + " " + path + ": " + r->body.substr(0, 200);
     return std::nullopt;
   }
