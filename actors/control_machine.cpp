@@ -7,6 +7,27 @@ namespace dsync {
 namespace {
 constexpr char kv_tag = 'K';
 constexpr char lock_tag = 'L';
+constexpr char cache_tag = 'C';
+
+std::string encode_members(uint64_t epoch, const std::vector<std::string>& members) {
+  std::string out;
+  codec::put_u64(out, epoch);
+  codec::put_u64(out, members.size());
+  for (auto& m : members) codec::put_string(out, m);
+  return out;
+}
+
+bool decode_members(codec::reader& r, uint64_t& epoch, std::vector<std::string>& members) {
+  uint64_t n = 0;
+  members.clear();
+  if (!r.get_u64(epoch) || !r.get_u64(n) || n > 1024) return false;
+  for (uint64_t i = 0; i < n; ++i) {
+    std::string m;
+    if (!r.get_string(m) || m.empty()) return false;
+    members.push_back(std::move(m));
+  }
+  return true;
+}
 // Answers to malformed commands: a replica must not crash on them, and all replicas
 // answer alike because the bytes are the same everywhere.
 const std::string malformed = "malformed";
@@ -35,6 +56,10 @@ bool decode_kv_answer(const std::string& bytes, std::optional<kv::value_record>&
 std::string lock_command(const locks::command& c) { return lock_tag + locks::encode(c); }
 
 std::string lock_query(const std::string& lock) { return lock_tag + lock; }
+
+std::string cache_members_command(const std::vector<std::string>& members) {
+  return cache_tag + encode_members(0, members);
+}
 
 namespace {
 
@@ -110,6 +135,16 @@ std::string control_machine::apply(uint64_t index, const std::string& command) {
     report(std::move(events));
     return answer;
   }
+  if (command[0] == cache_tag) {
+    codec::reader r{std::string_view{command}.substr(1)};
+    uint64_t unused = 0;
+    std::vector<std::string> members;
+    if (!decode_members(r, unused, members) || !r.at_end() || members.empty()) return malformed;
+    cache_epoch_ = index;
+    cache_members_ = std::move(members);
+    report_cache_members();
+    return "ok";
+  }
   return malformed;
 }
 
@@ -131,6 +166,7 @@ std::string control_machine::snapshot() const {
   std::string out;
   codec::put_string(out, kv_.snapshot());
   codec::put_string(out, locks_.snapshot());
+  codec::put_string(out, encode_members(cache_epoch_, cache_members_));
   return out;
 }
 
@@ -139,20 +175,37 @@ bool control_machine::restore(const std::string& data) {
   std::string kv_bytes;
   std::string lock_bytes;
   if (!r.get_string(kv_bytes)) return false;
-  // Snapshots written before the lock table existed end after the KV store.
+  // Snapshots written before the lock table (or the cache membership) existed end early.
   bool has_locks = !r.at_end();
-  if (has_locks && (!r.get_string(lock_bytes) || !r.at_end())) return false;
+  if (has_locks && !r.get_string(lock_bytes)) return false;
+  uint64_t epoch = 0;
+  std::vector<std::string> members;
+  if (!r.at_end()) {
+    std::string cache_bytes;
+    if (!r.get_string(cache_bytes)) return false;
+    codec::reader c{cache_bytes};
+    if (!decode_members(c, epoch, members) || !c.at_end()) return false;
+  }
+  if (!r.at_end()) return false;
   kv::store kv;
   locks::table table;
   if (!kv.restore(kv_bytes) || (has_locks && !table.restore(lock_bytes))) return false;
   kv_ = std::move(kv);
   locks_ = std::move(table);
+  cache_epoch_ = epoch;
+  cache_members_ = std::move(members);
   report({});
+  report_cache_members();
   return true;
 }
 
 void control_machine::on_leadership(bool leading) {
   if (observer_.leadership) observer_.leadership(leading);
+  if (cache_observer_.leadership) cache_observer_.leadership(leading);
+}
+
+void control_machine::report_cache_members() {
+  if (cache_observer_.members && cache_epoch_ > 0) cache_observer_.members(cache_epoch_, cache_members_);
 }
 
 void control_machine::report(std::vector<locks::event> events) {

@@ -1,5 +1,6 @@
 // The state machine of the control Raft group (group 0, all members): the replicated
-// key-value store and the lock table. A command's first byte names the subsystem it is
+// key-value store, the lock table and the cache's membership (which members are home
+// directories, per epoch). A command's first byte names the subsystem it is
 // for, so one log serves them all in one order.
 #pragma once
 
@@ -25,6 +26,10 @@ bool decode_kv_answer(const std::string& bytes, std::optional<kv::value_record>&
 std::string lock_command(const locks::command& c);
 std::string lock_query(const std::string& lock);
 bool decode_lock_answer(const std::string& bytes, locks::lock_status& out);
+
+// A new cache membership (the members that are home directories); its epoch is the log
+// index it is committed at.
+std::string cache_members_command(const std::vector<std::string>& members);
 }  // namespace control
 
 // What applying lock commands did on this replica, for the node's lock service.
@@ -35,15 +40,21 @@ struct lock_apply_report {
   size_t waiters = 0;
 };
 
-// Hooks into the node's lock service; called on the Raft group's actor thread.
+// Hooks into the node's lock service and cache; called on the Raft group's actor thread.
 struct lock_observer {
   std::function<void(lock_apply_report)> applied;
+  std::function<void(bool leading)> leadership;
+};
+struct cache_observer {
+  // The cache membership (epoch, members), after it changed or was restored.
+  std::function<void(uint64_t epoch, std::vector<std::string> members)> members;
   std::function<void(bool leading)> leadership;
 };
 
 class control_machine final : public state_machine {
  public:
-  explicit control_machine(lock_observer observer = {}) : observer_(std::move(observer)) {}
+  explicit control_machine(lock_observer locks = {}, cache_observer cache = {})
+    : observer_(std::move(locks)), cache_observer_(std::move(cache)) {}
 
   std::string apply(uint64_t index, const std::string& command) override;
   std::string query(const std::string& request) const override;
@@ -54,9 +65,14 @@ class control_machine final : public state_machine {
  private:
   void report(std::vector<locks::event> events);
 
+  void report_cache_members();
+
   kv::store kv_;
   locks::table locks_;
+  uint64_t cache_epoch_ = 0;
+  std::vector<std::string> cache_members_;
   lock_observer observer_;
+  cache_observer cache_observer_;
 };
 
 }  // namespace dsync

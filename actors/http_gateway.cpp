@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "actors/log.hpp"
+#include "protocols/cache/types.hpp"
 #include "protocols/locks/lock_table.hpp"
 #include "protocols/queue/queue_shard.hpp"
 
@@ -454,6 +455,49 @@ struct http_gateway::impl {
       auto names = ask<std::vector<std::string>>(queue_list_atom::value, all_shards, false);
       if (!names) return send_failure(res, names.error());
       send_json(res, 200, json{{"queues", *names}});
+    });
+    route("PUT", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto body = parse_body(req, res);
+      if (!body) return;
+      auto v = body->find("value");
+      if (v == body->end() || !v->is_string())
+        return send_error(res, 400, "bad_request", "the body needs \"value\": a string");
+      auto value = v->get<std::string>();
+      if (value.size() > cache::max_value_bytes)
+        return send_error(res, 413, "payload_too_large", "the value is " + std::to_string(value.size())
+                                                            + " bytes; the limit is "
+                                                            + std::to_string(cache::max_value_bytes));
+      auto r = ask<bool>(cache_put_atom::value, std::string{req.matches[1]}, value);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"ok", true}});
+    });
+    route("GET", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto r = ask<cache_entry>(cache_get_atom::value, std::string{req.matches[1]});
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"key", r->key}, {"value", r->value}, {"state", r->state}});
+    });
+    route("DELETE", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      auto r = ask<bool>(cache_del_atom::value, std::string{req.matches[1]});
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"deleted", true}});
+    });
+    route("POST", R"(/v1/cache/([^/]+)/invalidate)", [this](const httplib::Request& req, httplib::Response& res) {
+      auto r = ask<bool>(cache_inval_atom::value, std::string{req.matches[1]});
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200, json{{"invalidated", true}});
+    });
+    route("GET", "/v1/cache", [this](const httplib::Request&, httplib::Response& res) {
+      auto r = ask<cache_stats>(cache_stats_atom::value);
+      if (!r) return send_failure(res, r.error());
+      send_json(res, 200,
+                json{{"node", r->node_id}, {"protocol", r->protocol}, {"write_policy", r->write_policy},
+                     {"eviction", r->eviction}, {"capacity", r->capacity}, {"epoch", r->epoch},
+                     {"homes", r->members},
+                     {"lines", {{"M", r->lines_m}, {"O", r->lines_o}, {"E", r->lines_e}, {"S", r->lines_s}}},
+                     {"hits", r->hits}, {"misses", r->misses}, {"evictions", r->evictions},
+                     {"write_backs", r->write_backs}, {"invalidations", r->invalidations},
+                     {"memory_reads", r->memory_reads}, {"memory_writes", r->memory_writes},
+                     {"messages_sent", r->messages_sent}});
     });
     route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.status = 200;

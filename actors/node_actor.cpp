@@ -25,6 +25,7 @@ struct node_state {
   raft_host_actor raft;
   lock_service_actor locks;
   queue_service_actor queues;
+  cache_service_actor cache;
   metrics::registry* metrics = nullptr;
   metrics::counter* forwarded = nullptr;
   forwarder fwd;
@@ -94,13 +95,15 @@ void change_members(self_ptr self, caf::typed_response_promise<group_status> rp,
 }  // namespace
 
 node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_links_actor links, raft_host_actor raft,
-                          lock_service_actor locks, queue_service_actor queues, metrics::registry& registry) {
+                          lock_service_actor locks, queue_service_actor queues, cache_service_actor cache,
+                          metrics::registry& registry) {
   return sys.spawn([=, &registry](self_ptr self) -> node_api::behavior_type {
     self->state.self = self_info;
     self->state.links = links;
     self->state.raft = raft;
     self->state.locks = locks;
     self->state.queues = queues;
+    self->state.cache = cache;
     self->state.fwd.init(links);
     self->state.metrics = &registry;
     self->state.forwarded =
@@ -249,6 +252,23 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
       },
       [=](queue_list_atom a, uint32_t shard, bool forwarded) -> caf::result<std::vector<std::string>> {
         return self->delegate(self->state.queues, a, shard, forwarded);
+      },
+      [=](cache_get_atom a, std::string& key) -> caf::result<cache_entry> {
+        return self->delegate(self->state.cache, a, std::move(key));
+      },
+      [=](cache_put_atom a, std::string& key, std::string& value) -> caf::result<bool> {
+        return self->delegate(self->state.cache, a, std::move(key), std::move(value));
+      },
+      [=](cache_del_atom a, std::string& key) -> caf::result<bool> {
+        return self->delegate(self->state.cache, a, std::move(key));
+      },
+      [=](cache_inval_atom a, std::string& key) -> caf::result<bool> {
+        return self->delegate(self->state.cache, a, std::move(key));
+      },
+      [=](cache_stats_atom a) -> caf::result<cache_stats> { return self->delegate(self->state.cache, a); },
+      // In order, so that each pair of coherence components sees its messages in order.
+      [=](cache_msg_atom a, std::string& from, std::string& bytes) {
+        self->send(self->state.cache, a, std::move(from), std::move(bytes));
       },
     };
   });

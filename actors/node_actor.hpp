@@ -4,6 +4,7 @@
 // once to the leader's node actor, so a client never needs to know the leader.
 #pragma once
 
+#include "actors/cache_service.hpp"
 #include "actors/lock_service.hpp"
 #include "actors/metrics.hpp"
 #include "actors/queue_service.hpp"
@@ -14,6 +15,7 @@
 namespace dsync {
 
 node_api spawn_node_actor(caf::actor_system& sys, node_info self, peer_links_actor links, raft_host_actor raft,
-                          lock_service_actor locks, queue_service_actor queues, metrics::registry& metrics);
+                          lock_service_actor locks, queue_service_actor queues, cache_service_actor cache,
+                          metrics::registry& metrics);
 
 }  // namespace dsync

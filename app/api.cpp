@@ -47,6 +47,8 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<queue_info>("dsync::queue_info");
   cfg.add_message_type<dead_letter>("dsync::dead_letter");
   cfg.add_message_type<dead_letters>("dsync::dead_letters");
+  cfg.add_message_type<cache_entry>("dsync::cache_entry");
+  cfg.add_message_type<cache_stats>("dsync::cache_stats");
   cfg.add_message_type<raft::message>("dsync::raft::message");
   cfg.add_message_type<node_api>("dsync::node_api");
   cfg.add_message_type<membership_listener>("dsync::membership_listener");

@@ -39,6 +39,8 @@ struct options {
   size_t value_bytes = 64;
   size_t keys_per_client = 100;
   int queues = 1;  // queue workloads: clients spread over this many queues
+  int keys = 100;  // cache workloads: keys shared by all clients
+  int write_percent = 5;  // cache-mix: puts among the operations
   bool as_json = false;
 };
 
@@ -73,9 +75,11 @@ options parse(int argc, char** argv) {
   options o;
   if (argc < 2) usage("no workload given");
   o.workload = argv[1];
-  static const char* const workloads[] = {"kv-put", "lock-cycle", "lock-contend", "queue-enqueue", "queue-roundtrip"};
+  static const char* const workloads[] = {"kv-put",        "lock-cycle",      "lock-contend",
+                                          "queue-enqueue", "queue-roundtrip", "cache-mix"};
   if (std::find(std::begin(workloads), std::end(workloads), o.workload) == std::end(workloads))
-    usage("unknown workload '" + o.workload + "' (kv-put, lock-cycle, lock-contend, queue-enqueue, queue-roundtrip)");
+    usage("unknown workload '" + o.workload
+          + "' (kv-put, lock-cycle, lock-contend, queue-enqueue, queue-roundtrip, cache-mix)");
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -98,6 +102,10 @@ options parse(int argc, char** argv) {
       o.seconds = to_int(next(), "--seconds", 1, 3600);
     } else if (a == "--value-bytes") {
       o.value_bytes = static_cast<size_t>(to_int(next(), "--value-bytes", 0, 1 << 20));
+    } else if (a == "--keys") {
+      o.keys = to_int(next(), "--keys", 1, 10000000);
+    } else if (a == "--write-percent") {
+      o.write_percent = to_int(next(), "--write-percent", 0, 100);
     } else if (a == "--queues") {
       o.queues = to_int(next(), "--queues", 1, 10000);
     } else if (a == "--json") {
@@ -107,7 +115,8 @@ options parse(int argc, char** argv) {
     }
   }
   if (o.endpoints.empty()) usage("--endpoints is required");
-  if (o.workload.rfind("queue-", 0) == 0 && o.target != "dsync") usage("queue workloads run against dsync only");
+  if ((o.workload.rfind("queue-", 0) == 0 || o.workload.rfind("cache-", 0) == 0) && o.target != "dsync")
+    usage("queue and cache workloads run against dsync only (compare Redis with redis-benchmark)");
   return o;
 }
 
@@ -236,7 +245,14 @@ void run_level(const options& o, int clients) {
           continue;
         }
         bool ok = false;
-        if (o.workload == "kv-put") ok = put_once(cli, o, key, value, error);
+        if (o.workload == "cache-mix") {
+          auto k = "/v1/cache/bench-" + std::to_string((seq * 2654435761u + static_cast<uint64_t>(c)) % static_cast<uint64_t>(o.keys));
+          bool write = static_cast<int>((seq * 40503u + static_cast<uint64_t>(c) * 7u) % 100u) < o.write_percent;
+          auto r = write ? cli.Put(k.c_str(), json{{"value", value}}.dump(), "application/json") : cli.Get(k.c_str());
+          ok = r && (r->status == 200 || (!write && r->status == 404));
+          if (!ok) error = r ? "HTTP " + std::to_string(r->status) + ": " + r->body.substr(0, 200)
+                             : "connection: " + httplib::to_string(r.error());
+        } else if (o.workload == "kv-put") ok = put_once(cli, o, key, value, error);
         else if (o.workload.rfind("lock-", 0) == 0) ok = lock_cycle(cli, o, lock_name, client_name, etcd_lease, error);
         else ok = post(cli, "/v1/queues/" + queue + "/messages", json{{"payload", value}}, error).has_value();
         if (ok) {

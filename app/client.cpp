@@ -155,6 +155,20 @@ caf::expected<std::vector<std::string>> client::list_queues() {
   return impl_->ask<std::vector<std::string>>(queue_list_atom::value, all_shards, false);
 }
 
+caf::expected<cache_entry> client::cache_get(const std::string& key) {
+  return impl_->ask<cache_entry>(cache_get_atom::value, key);
+}
+
+caf::expected<bool> client::cache_put(const std::string& key, const std::string& value) {
+  return impl_->ask<bool>(cache_put_atom::value, key, value);
+}
+
+caf::expected<bool> client::cache_del(const std::string& key) { return impl_->ask<bool>(cache_del_atom::value, key); }
+
+caf::expected<bool> client::invalidate(const std::string& key) { return impl_->ask<bool>(cache_inval_atom::value, key); }
+
+caf::expected<cache_stats> client::cache_statistics() { return impl_->ask<cache_stats>(cache_stats_atom::value); }
+
 std::string client::describe(const caf::error& err) const {
   if (err.category() == caf::atom("dsync")) return error_reason(err);
   return impl_->sys.render(err);

@@ -118,10 +118,12 @@ void print_grant(context& ctx, const dsync::lock_grant& g) {
 
 void register_lock_commands();
 void register_queue_commands();
+void register_cache_commands();
 
 void register_commands() {
   register_lock_commands();
   register_queue_commands();
+  register_cache_commands();
   auto& t = commands();
   t["health"] = {"health", "is the node up", [](context& ctx, const std::vector<std::string>& args) {
                    if (!args.empty()) return usage_error("health takes no arguments");
@@ -496,6 +498,57 @@ void register_queue_commands() {
                          for (auto& n : *names) std::cout << n << "\n";
                        return 0;
                      }};
+}
+
+void register_cache_commands() {
+  auto& t = commands();
+  t["cache get"] = {"cache get KEY", "read through this node's cache (prints the line state)",
+                    [](context& ctx, const std::vector<std::string>& args) {
+                      if (args.size() != 1) return usage_error("cache get needs KEY");
+                      auto r = ctx.client->cache_get(args[0]);
+                      if (!r) return call_failed(ctx, r.error());
+                      if (ctx.as_json) std::cout << json{{"key", r->key}, {"value", r->value}, {"state", r->state}}.dump() << "\n";
+                      else std::cout << r->value << "  (" << r->state << ")\n";
+                      return 0;
+                    }};
+  t["cache put"] = {"cache put KEY VALUE", "write through the coherent cache",
+                    [](context& ctx, const std::vector<std::string>& args) {
+                      if (args.size() != 2) return usage_error("cache put needs KEY VALUE");
+                      auto r = ctx.client->cache_put(args[0], args[1]);
+                      if (!r) return call_failed(ctx, r.error());
+                      std::cout << (ctx.as_json ? json{{"ok", true}}.dump() : "ok") << "\n";
+                      return 0;
+                    }};
+  t["cache del"] = {"cache del KEY", "delete everywhere, Redis included",
+                    [](context& ctx, const std::vector<std::string>& args) {
+                      if (args.size() != 1) return usage_error("cache del needs KEY");
+                      auto r = ctx.client->cache_del(args[0]);
+                      if (!r) return call_failed(ctx, r.error());
+                      std::cout << (ctx.as_json ? json{{"deleted", true}}.dump() : "deleted") << "\n";
+                      return 0;
+                    }};
+  t["cache invalidate"] = {"cache invalidate KEY", "drop every cached copy (dirty data written back)",
+                           [](context& ctx, const std::vector<std::string>& args) {
+                             if (args.size() != 1) return usage_error("cache invalidate needs KEY");
+                             auto r = ctx.client->invalidate(args[0]);
+                             if (!r) return call_failed(ctx, r.error());
+                             std::cout << (ctx.as_json ? json{{"invalidated", true}}.dump() : "invalidated") << "\n";
+                             return 0;
+                           }};
+  t["cache stats"] = {"cache stats", "this node's cache: lines by state, hits, misses, ...",
+                      [](context& ctx, const std::vector<std::string>& args) {
+                        if (!args.empty()) return usage_error("cache stats takes no arguments");
+                        auto r = ctx.client->cache_statistics();
+                        if (!r) return call_failed(ctx, r.error());
+                        json out{{"node", r->node_id}, {"protocol", r->protocol}, {"write_policy", r->write_policy},
+                                 {"eviction", r->eviction}, {"capacity", r->capacity}, {"epoch", r->epoch},
+                                 {"lines", {{"M", r->lines_m}, {"O", r->lines_o}, {"E", r->lines_e}, {"S", r->lines_s}}},
+                                 {"hits", r->hits}, {"misses", r->misses}, {"evictions", r->evictions},
+                                 {"write_backs", r->write_backs}, {"invalidations", r->invalidations},
+                                 {"memory_reads", r->memory_reads}, {"memory_writes", r->memory_writes}};
+                        std::cout << (ctx.as_json ? out.dump() : out.dump(2)) << "\n";
+                        return 0;
+                      }};
 }
 
 bool parse_node(const std::string& text, context& ctx) {

@@ -158,14 +158,24 @@ int main(int argc, char** argv) {
     auto locks = spawn_lock_service(sys, s.node_id, links, registry);
     auto queues = spawn_queue_service(sys, queue_service_settings{s.node_id, s.queue_shards, s.queue_replicas}, links,
                                       registry);
-    rs.make_machine = [locks, queues](uint64_t group) -> std::unique_ptr<state_machine> {
-      if (group == control_group) return std::make_unique<control_machine>(observe_locks(locks));
+    auto redis = spawn_redis_actor(sys, redis_settings_from(s), registry);
+    cache_service_settings cs;
+    cs.self = s.node_id;
+    cs.protocol = to_string(s.protocol);
+    cs.write_through = s.cache_write_through;
+    cs.lfu = s.cache_lfu;
+    cs.capacity = s.cache_size;
+    cs.redis_address = s.redis_host + ":" + std::to_string(s.redis_port);
+    auto cache = spawn_cache_service(sys, cs, links, redis, registry);
+    rs.make_machine = [locks, queues, cache](uint64_t group) -> std::unique_ptr<state_machine> {
+      if (group == control_group) return std::make_unique<control_machine>(observe_locks(locks), observe_cache(cache));
       return std::make_unique<queue_machine>(group, static_cast<uint32_t>(group - 1), observe_queues(queues));
     };
     auto raft = spawn_raft_host(sys, rs, logs, links, registry);
     caf::anon_send(locks, attach_atom::value, raft);
     caf::anon_send(queues, queue_attach_atom::value, raft);
-    auto node = spawn_node_actor(sys, self_info, links, raft, locks, queues, registry);
+    caf::anon_send(cache, cache_attach_atom::value, raft);
+    auto node = spawn_node_actor(sys, self_info, links, raft, locks, queues, cache, registry);
     http_gateway gateway{sys, node, s, registry};
 
     auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);
@@ -195,6 +205,8 @@ int main(int argc, char** argv) {
     caf::anon_send_exit(raft, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(locks, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(queues, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(cache, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(redis, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(links, caf::exit_reason::user_shutdown);
   }
   log::info("node", "stopped");

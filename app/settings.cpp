@@ -224,6 +224,22 @@ const std::vector<setting_def>& setting_table() {
        else return fmt::format("'{}' is not a coherence protocol (expected MESI, MOSI or MOESI)", v);
        return {};
      }},
+    {"cache-eviction", "CACHE_EVICTION", "lru", "cache replacement: lru or lfu",
+     [](node_settings& s, const std::string& v) -> check_result {
+       auto l = lower(v);
+       if (l != "lru" && l != "lfu") return fmt::format("'{}' is not a replacement policy (expected lru or lfu)", v);
+       s.cache_lfu = l == "lfu";
+       return {};
+     }},
+    {"cache-write-policy", "CACHE_WRITE_POLICY", "write-back",
+     "write-back (dirty lines reach Redis when evicted or downgraded) or write-through (every put)",
+     [](node_settings& s, const std::string& v) -> check_result {
+       auto l = lower(v);
+       if (l != "write-back" && l != "write-through")
+         return fmt::format("'{}' is not a write policy (expected write-back or write-through)", v);
+       s.cache_write_through = l == "write-through";
+       return {};
+     }},
     {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error or off",
      [](node_settings& s, const std::string& v) -> check_result {
        static const std::pair<const char*, log_level> names[] = {
@@ -581,13 +597,14 @@ std::string dump_settings(const node_settings& s) {
   return fmt::format(
     "node-id = \"{}\"\nnode-host = \"{}\"\nnode-port = {}\nhttp-port = {}\ncluster-nodes = \"{}\"\n"
     "cluster-id = \"{}\"\ncluster-state = \"{}\"\ndata-dir = \"{}\"\nredis-host = \"{}\"\nredis-port = {}\ncache-size = {}\n"
-    "queue-shards = {}\nqueue-replicas = {}\n"
+    "queue-shards = {}\nqueue-replicas = {}\ncache-eviction = \"{}\"\ncache-write-policy = \"{}\"\n"
     "cache-coherence-protocol = \"{}\"\nlog-level = \"{}\"\npeer-ping-ms = {}\npeer-suspect-ms = {}\n"
     "peer-down-ms = {}\nraft-tick-ms = {}\nraft-election-ticks = {}\nraft-heartbeat-ticks = {}\n"
     "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
     s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.join_existing ? "existing" : "new",
     s.data_dir, s.redis_host,
-    s.redis_port, s.cache_size, s.queue_shards, s.queue_replicas, to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
+    s.redis_port, s.cache_size, s.queue_shards, s.queue_replicas,
+    s.cache_lfu ? "lfu" : "lru", s.cache_write_through ? "write-through" : "write-back", to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
     s.peer_suspect_ms, s.peer_down_ms, s.raft_tick_ms, s.raft_election_ticks, s.raft_heartbeat_ticks,
     s.raft_snapshot_entries, s.http_max_body_bytes, s.http_threads);
 }

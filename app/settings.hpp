@@ -49,6 +49,8 @@ struct node_settings {
   uint32_t queue_shards = 16;   // fixed at cluster creation; every node must agree
   uint32_t queue_replicas = 3;  // replicas per shard (fewer if the cluster is smaller)
   coherence_protocol protocol = coherence_protocol::mesi;
+  bool cache_lfu = false;            // CACHE_EVICTION: lru (false) or lfu
+  bool cache_write_through = false;  // CACHE_WRITE_POLICY: write-back (false) or write-through
   log_level level = log_level::info;
   uint32_t peer_ping_ms = 200;      // how often a peer is pinged
   uint32_t peer_suspect_ms = 1000;  // no answer for this long: suspected

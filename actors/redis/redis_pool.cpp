@@ -114,7 +114,7 @@ struct redis_pool::core {
 
   core(redis_settings settings, metrics::registry& reg)
       : s(std::move(settings)), addr(s.address()), tv(to_timeval(s.timeout_ms)),
-        timeout(milliseconds{s.timeout_ms}), fds(s.pool_size, -1), backoff(s.backoff_min_ms) {
+        timeout(milliseconds{s.timeout_ms}), fds(s.pool_size, -1), backoff(milliseconds{s.backoff_min_ms}) {
     for (size_t c = 0; c < command_count; ++c) {
       for (size_t o = 0; o < outcome_count; ++o)
         m.ops[c][o] = &reg.get_counter("dsync_redis_ops_total", "Redis operations by command and result",

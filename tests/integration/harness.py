@@ -213,6 +213,54 @@ class Cluster:
         return False
 
 
+class Redis:
+    """A real redis-server on a free loopback port, without persistence; killed on exit and
+    when the test process dies."""
+
+    def __init__(self, workdir):
+        self.port = free_ports(1)[0]
+        self.workdir = workdir
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.workdir, "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        wait_until(lambda: self.ping(), 10, f"redis-server on port {self.port}")
+        return self
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args):
+        """One command in RESP; the raw reply bytes."""
+        payload = f"*{len(args)}\r\n".encode()
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            payload += f"${len(a)}\r\n".encode() + a + b"\r\n"
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(payload)
+            return s.recv(1 << 20)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+
 class Partition:
     """Cuts one node (started with distinct_uids) off from its peers with iptables on
     loopback, in both directions, while its HTTP port stays reachable for the test.

@@ -59,6 +59,12 @@ using queue_redrive_atom = caf::atom_constant<caf::atom("q_redrive")>;
 using queue_delete_atom = caf::atom_constant<caf::atom("q_delete")>;
 using queue_config_atom = caf::atom_constant<caf::atom("q_config")>;
 using queue_list_atom = caf::atom_constant<caf::atom("q_list")>;
+using cache_get_atom = caf::atom_constant<caf::atom("c_get")>;
+using cache_put_atom = caf::atom_constant<caf::atom("c_put")>;
+using cache_del_atom = caf::atom_constant<caf::atom("c_del")>;
+using cache_inval_atom = caf::atom_constant<caf::atom("c_inval")>;
+using cache_stats_atom = caf::atom_constant<caf::atom("c_stats")>;
+using cache_msg_atom = caf::atom_constant<caf::atom("c_msg")>;
 
 // Errors a node answers with; they cross the network intact (code, category, context).
 enum class errc : uint8_t {
@@ -288,6 +294,37 @@ typename Inspector::result_type inspect(Inspector& f, dead_letters& x) {
   return f(caf::meta::type_name("dead_letters"), x.messages, x.next_cursor);
 }
 
+// A cache read: the value and the state of the line on the node that served it.
+struct cache_entry {
+  std::string key;
+  std::string value;
+  std::string state;  // M, O, E or S
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_entry& x) {
+  return f(caf::meta::type_name("cache_entry"), x.key, x.value, x.state);
+}
+
+// One node's cache: its settings, lines by state and counters since it started.
+struct cache_stats {
+  std::string node_id;
+  std::string protocol;      // MESI, MOSI, MOESI
+  std::string write_policy;  // write-back, write-through
+  std::string eviction;      // lru, lfu
+  uint64_t capacity = 0;
+  uint64_t epoch = 0;        // directory epoch (0: the cache is not serving yet)
+  std::vector<std::string> members;  // home directories of this epoch
+  uint64_t lines_m = 0, lines_o = 0, lines_e = 0, lines_s = 0;
+  uint64_t hits = 0, misses = 0, evictions = 0, write_backs = 0, invalidations = 0;
+  uint64_t memory_reads = 0, memory_writes = 0, messages_sent = 0;
+};
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, cache_stats& x) {
+  return f(caf::meta::type_name("cache_stats"), x.node_id, x.protocol, x.write_policy, x.eviction, x.capacity,
+           x.epoch, x.members, x.lines_m, x.lines_o, x.lines_e, x.lines_s, x.hits, x.misses, x.evictions,
+           x.write_backs, x.invalidations, x.memory_reads, x.memory_writes, x.messages_sent);
+}
+
 // queue_list_atom's shard argument for "every shard".
 constexpr uint32_t all_shards = 0xffffffff;
 
@@ -339,7 +376,19 @@ using node_api = caf::typed_actor<
   caf::replies_to<queue_redrive_atom, std::string, uint64_t, bool>::with<uint64_t>,
   caf::replies_to<queue_delete_atom, std::string, bool>::with<uint64_t>,
   caf::replies_to<queue_config_atom, std::string, uint64_t, bool>::with<queue_info>,
-  caf::replies_to<queue_list_atom, uint32_t, bool>::with<std::vector<std::string>>>;
+  caf::replies_to<queue_list_atom, uint32_t, bool>::with<std::vector<std::string>>,
+  // The coherent cache (served by this node's cache, which talks to the keys' home
+  // directories). get answers the value and this node's line state, or errc::not_found;
+  // put, del (everywhere, Redis included) and invalidate (every cached copy dropped,
+  // dirty data written back first) answer true once done. errc::unavailable when a
+  // needed home directory or Redis cannot be reached in time.
+  caf::replies_to<cache_get_atom, std::string>::with<cache_entry>,
+  caf::replies_to<cache_put_atom, std::string, std::string>::with<bool>,
+  caf::replies_to<cache_del_atom, std::string>::with<bool>,
+  caf::replies_to<cache_inval_atom, std::string>::with<bool>,
+  caf::replies_to<cache_stats_atom>::with<cache_stats>,
+  // Coherence traffic between nodes: (sender node id, encoded protocols/cache message).
+  caf::reacts_to<cache_msg_atom, std::string, std::string>>;
 
 // Receives membership changes (one member_status per change).
 using membership_listener = caf::typed_actor<caf::reacts_to<member_atom, member_status>>;

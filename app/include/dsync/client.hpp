@@ -78,6 +78,16 @@ class client {
   caf::expected<queue_info> configure_queue(const std::string& queue, uint64_t max_deliveries);
   caf::expected<std::vector<std::string>> list_queues();
 
+  // The coherent cache (see README "Cache"): get answers the value and the state of the
+  // line on the node this client talks to, or errc::not_found; del removes the key
+  // everywhere, Redis included; invalidate drops every cached copy (dirty data first
+  // written back).
+  caf::expected<cache_entry> cache_get(const std::string& key);
+  caf::expected<bool> cache_put(const std::string& key, const std::string& value);
+  caf::expected<bool> cache_del(const std::string& key);
+  caf::expected<bool> invalidate(const std::string& key);
+  caf::expected<cache_stats> cache_statistics();
+
   // A one-line description of an error returned by any call.
   std::string describe(const caf::error& err) const;
 

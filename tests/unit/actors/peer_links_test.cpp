@@ -48,7 +48,7 @@ struct test_node {
   test_node(node_info self, std::vector<peer_address> peers) : info(std::move(self)) {
     links = spawn_peer_links(sys, info, std::move(peers), fast_timing(), registry);
     node = spawn_node_actor(sys, info, links, raft_host_actor{}, lock_service_actor{}, queue_service_actor{},
-                            registry);  // no Raft, locks or queues here
+                            cache_service_actor{}, registry);  // no Raft, locks, queues or cache here
     auto p = sys.middleman().publish(node, 0, "127.0.0.1", true);
     REQUIRE(p);
     port = *p;

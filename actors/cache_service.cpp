@@ -1,0 +1,537 @@
+#include "actors/cache_service.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <utility>
+
+#include <fmt/ranges.h>
+
+#include "actors/log.hpp"
+#include "protocols/cache/cache_controller.hpp"
+#include "protocols/cache/directory.hpp"
+#include "protocols/ring/hash_ring.hpp"
+
+namespace dsync {
+
+namespace {
+
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+constexpr auto request_timeout = 4s;
+constexpr auto tick_interval = 250ms;
+constexpr auto redis_timeout = 3s;
+constexpr auto memory_retry = 200ms;
+constexpr auto lookup_retry = 200ms;
+// A membership change is committed once the set of live members has been stable this long.
+constexpr int stable_ticks = 4;
+
+enum class component : uint8_t { controller = 0, directory = 1 };
+
+using done_fn = std::function<void(cache::completion&)>;
+
+struct pending_request {
+  done_fn done;
+  steady::time_point since;
+  cache::op_kind kind;
+};
+
+struct service_state {
+  cache_service_settings settings;
+  peer_links_actor links;
+  redis_actor redis;
+  raft_host_actor raft;
+  std::unique_ptr<cache::controller> ctrl;
+  std::unique_ptr<cache::directory> dir;
+  uint64_t epoch = 0;
+  std::vector<std::string> members;
+  // Local deliveries, after the batch that produced them.
+  std::deque<std::pair<std::string, cache::message>> local;
+  bool draining = false;
+  // Peers: node APIs, messages waiting for one, their last known state.
+  std::map<std::string, node_api> apis;
+  std::map<std::string, std::vector<std::string>> outbox;
+  std::set<std::string> looking_up;
+  std::map<std::string, std::string> peer_state;
+  // Requests of clients, memory operations in flight.
+  std::map<uint64_t, pending_request> requests;
+  uint64_t next_request = 0;
+  std::map<std::pair<uint8_t, uint64_t>, cache::memory_op> memory;
+  std::string last_redis_error;
+  steady::time_point last_redis_error_at;
+  // Leader duties.
+  bool leading = false;
+  std::vector<std::string> proposed;
+  int stable_for = 0;
+  steady::time_point last_tick = steady::now();
+  // Metrics.
+  metrics::registry* registry = nullptr;
+  std::map<std::string, uint64_t> published;
+  metrics::histogram* get_seconds = nullptr;
+  metrics::histogram* put_seconds = nullptr;
+  uint64_t messages_sent = 0;
+  static const char* name;
+};
+const char* service_state::name = "cache";
+
+using self_ptr = cache_service_actor::stateful_pointer<service_state>;
+
+void apply(self_ptr self, cache::effects fx, component from);
+
+void send_remote(self_ptr self, const std::string& to, std::string bytes);
+
+void lookup(self_ptr self, const std::string& to) {
+  auto& st = self->state;
+  if (!st.looking_up.insert(to).second) return;
+  self->request(st.links, 3s, lookup_atom::value, to)
+    .then(
+      [=](node_api& api) {
+        auto& st = self->state;
+        st.looking_up.erase(to);
+        st.apis[to] = api;
+        auto waiting = std::move(st.outbox[to]);
+        st.outbox.erase(to);
+        for (auto& bytes : waiting) self->send(api, cache_msg_atom::value, st.settings.self, std::move(bytes));
+      },
+      [=](caf::error&) {
+        auto& st = self->state;
+        st.looking_up.erase(to);
+        // The protocol needs every message between live nodes; keep them until the peer
+        // is reachable or declared down (which drops them).
+        if (st.outbox.count(to))
+          self->delayed_send(self, lookup_retry, cache_memory_atom::value, uint8_t{255}, uint64_t{0});
+      });
+}
+
+void send_remote(self_ptr self, const std::string& to, std::string bytes) {
+  auto& st = self->state;
+  if (auto a = st.apis.find(to); a != st.apis.end() && st.outbox[to].empty()) {
+    st.outbox.erase(to);
+    self->send(a->second, cache_msg_atom::value, st.settings.self, std::move(bytes));
+    return;
+  }
+  st.outbox[to].push_back(std::move(bytes));
+  lookup(self, to);
+}
+
+std::string redis_reason(self_ptr self) {
+  auto& st = self->state;
+  if (st.last_redis_error.empty() || steady::now() - st.last_redis_error_at > 10s) return {};
+  return "; Redis at " + st.settings.redis_address + " is failing: " + st.last_redis_error;
+}
+
+void issue_memory(self_ptr self, uint8_t source, uint64_t id) {
+  auto& st = self->state;
+  auto m = st.memory.find({source, id});
+  if (m == st.memory.end()) return;
+  auto op = m->second;
+  auto failed = [=](caf::error& err) {
+    auto& st = self->state;
+    st.last_redis_error = error_reason(err);
+    st.last_redis_error_at = steady::now();
+    // Memory operations are idempotent; the protocol waits until one succeeds.
+    self->delayed_send(self, memory_retry, cache_memory_atom::value, source, id);
+  };
+  auto done = [=](cache::value v) {
+    auto& st = self->state;
+    if (!st.memory.erase({source, id})) return;
+    if (source == static_cast<uint8_t>(component::directory)) {
+      if (st.dir) apply(self, st.dir->on_memory_done(id, std::move(v)), component::directory);
+    } else if (st.ctrl) {
+      apply(self, st.ctrl->on_memory_done(id), component::controller);
+    }
+  };
+  switch (op.kind) {
+    case cache::memory_kind::read:
+      self->request(st.redis, redis_timeout, redis_get_atom::value, op.key)
+        .then([=](redis_value& v) { done(v.found ? cache::value{std::move(v.value)} : std::nullopt); }, failed);
+      break;
+    case cache::memory_kind::write:
+      self->request(st.redis, redis_timeout, redis_set_atom::value, op.key, op.value)
+        .then([=](bool) { done(std::nullopt); }, failed);
+      break;
+    case cache::memory_kind::erase:
+      self->request(st.redis, redis_timeout, redis_del_atom::value, op.key)
+        .then([=](bool) { done(std::nullopt); }, failed);
+      break;
+  }
+}
+
+void finish(self_ptr self, cache::completion& c) {
+  auto& st = self->state;
+  auto r = st.requests.find(c.request);
+  if (r == st.requests.end()) return;
+  auto req = std::move(r->second);
+  st.requests.erase(r);
+  auto seconds = std::chrono::duration<double>(steady::now() - req.since).count();
+  if (req.kind == cache::op_kind::get) st.get_seconds->observe(seconds);
+  else if (req.kind == cache::op_kind::put) st.put_seconds->observe(seconds);
+  req.done(c);
+}
+
+void drain_local(self_ptr self) {
+  auto& st = self->state;
+  // Messages that arrive before this node knows the first membership wait for it.
+  if (st.draining || !st.ctrl) return;
+  st.draining = true;
+  while (!st.local.empty()) {
+    auto [from, msg] = std::move(st.local.front());
+    st.local.pop_front();
+    if (cache::for_directory(msg.kind)) {
+      if (st.dir) apply(self, st.dir->on_message(from, msg), component::directory);
+    } else if (st.ctrl) {
+      apply(self, st.ctrl->on_message(from, msg), component::controller);
+    }
+  }
+  st.draining = false;
+}
+
+void count_message(self_ptr self, cache::msg_kind kind) {
+  auto& st = self->state;
+  ++st.messages_sent;
+  st.registry
+    ->get_counter("dsync_cache_messages_total", "Coherence messages sent, by type",
+                  {{"type", std::string{cache::to_string(kind)}}})
+    .inc();
+}
+
+void apply(self_ptr self, cache::effects fx, component from) {
+  auto& st = self->state;
+  for (auto& e : fx.messages) {
+    count_message(self, e.msg.kind);
+    if (e.to == st.settings.self) st.local.emplace_back(st.settings.self, std::move(e.msg));
+    else send_remote(self, e.to, cache::encode(e.msg));
+  }
+  for (auto& op : fx.memory) {
+    auto key = std::make_pair(static_cast<uint8_t>(from), op.id);
+    st.memory[key] = op;
+    issue_memory(self, key.first, key.second);
+  }
+  for (auto& c : fx.completions) finish(self, c);
+  drain_local(self);
+}
+
+cache::membership membership_of(uint64_t epoch, const std::vector<std::string>& members) {
+  return cache::membership::from_ring(epoch, std::make_shared<const ring::hash_ring>(members));
+}
+
+// (Re)creates this node's controller and directory, empty, in the current epoch: at the
+// first membership, and when this node may have been declared dead while it was frozen.
+void start_components(self_ptr self) {
+  auto& st = self->state;
+  cache::controller::config cc;
+  cc.self = st.settings.self;
+  cache::parse(st.settings.protocol, cc.proto);
+  cc.policy = st.settings.write_through ? cache::write_policy::write_through : cache::write_policy::write_back;
+  cc.capacity = st.settings.capacity;
+  cc.replacement = st.settings.lfu ? cache::replacement_kind::lfu : cache::replacement_kind::lru;
+  cache::directory::config dc;
+  dc.self = st.settings.self;
+  dc.proto = cc.proto;
+  // Requests in flight belong to the old components: they fail and may be retried.
+  // Messages already queued are for the old components too, unless there were none yet.
+  auto requests = std::move(st.requests);
+  st.requests.clear();
+  st.memory.clear();
+  if (st.ctrl) st.local.clear();
+  for (auto& [id, r] : requests) {
+    cache::completion c;
+    c.request = id;
+    c.kind = r.kind;
+    c.result = cache::status::error;
+    c.error = "restarted";
+    c.maybe_applied = true;
+    r.done(c);
+  }
+  st.ctrl = std::make_unique<cache::controller>(cc, membership_of(st.epoch, st.members));
+  st.dir = std::make_unique<cache::directory>(dc, membership_of(st.epoch, st.members));
+  apply(self, st.ctrl->start(), component::controller);
+  apply(self, st.dir->start(), component::directory);
+  drain_local(self);
+  for (auto& [node, state] : st.peer_state)
+    if (state == "down") {
+      apply(self, st.ctrl->on_node_down(node), component::controller);
+      apply(self, st.dir->on_node_down(node), component::directory);
+    }
+}
+
+void on_members(self_ptr self, uint64_t epoch, std::vector<std::string>& members) {
+  auto& st = self->state;
+  if (epoch <= st.epoch) return;
+  st.epoch = epoch;
+  st.members = members;
+  log::info("cache", "directory epoch {}: homes {}", epoch, fmt::join(members, ","));
+  if (!st.ctrl) return start_components(self);
+  apply(self, st.ctrl->on_membership(membership_of(epoch, members)), component::controller);
+  apply(self, st.dir->on_membership(membership_of(epoch, members)), component::directory);
+}
+
+void on_peer(self_ptr self, const member_status& m) {
+  auto& st = self->state;
+  if (m.node_id.empty() || m.node_id == st.settings.self) return;
+  auto& prev = st.peer_state[m.node_id];
+  auto was_down = prev == "down";
+  prev = m.state;
+  if (m.state == "down" && !was_down) {
+    st.apis.erase(m.node_id);
+    st.outbox.erase(m.node_id);
+    if (!st.ctrl) return;
+    apply(self, st.ctrl->on_node_down(m.node_id), component::controller);
+    apply(self, st.dir->on_node_down(m.node_id), component::directory);
+  } else if (m.state == "alive" && was_down) {
+    st.apis.erase(m.node_id);  // a restarted node publishes a new handle
+    if (!st.ctrl) return;
+    apply(self, st.ctrl->on_node_up(m.node_id), component::controller);
+    apply(self, st.dir->on_node_up(m.node_id), component::directory);
+  }
+}
+
+// The leader commits a new cache membership once the live voters have differed from it
+// for a moment.
+void check_membership(self_ptr self) {
+  auto& st = self->state;
+  if (!st.leading || !st.raft) return;
+  self->request(st.raft, 1s, status_atom::value)
+    .then(
+      [=](std::vector<group_status>& groups) {
+        auto& st = self->state;
+        if (groups.empty() || groups.front().group != control_group) return;
+        std::vector<std::string> live;
+        for (auto& v : groups.front().voters)
+          if (v == st.settings.self || (st.peer_state.count(v) && st.peer_state[v] != "down")) live.push_back(v);
+        std::sort(live.begin(), live.end());
+        if (live.empty() || live == st.members) {
+          st.stable_for = 0;
+          return;
+        }
+        if (live != st.proposed) {
+          st.proposed = live;
+          st.stable_for = 0;
+        }
+        if (++st.stable_for < stable_ticks) return;
+        st.stable_for = 0;
+        self->request(st.raft, 3s, propose_atom::value, control_group, control::cache_members_command(live))
+          .then([](std::string&) {}, [](caf::error& err) {
+            log::warn("cache", "committing a new cache membership: {}", error_reason(err));
+          });
+      },
+      [](caf::error&) {});
+}
+
+// Counters of the components as Prometheus counters (they only grow).
+void publish(self_ptr self, const char* name, const char* help, uint64_t value) {
+  auto& st = self->state;
+  auto& last = st.published[name];
+  if (value > last) st.registry->get_counter(name, help).inc(static_cast<double>(value - last));
+  last = value;
+}
+
+void publish_metrics(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ctrl) return;
+  auto& c = st.ctrl->stats();
+  auto& d = st.dir->stats();
+  publish(self, "dsync_cache_hits_total", "Cache reads served from a line of this node", c.hits);
+  publish(self, "dsync_cache_misses_total", "Cache reads that needed the home directory", c.misses);
+  publish(self, "dsync_cache_evictions_total", "Lines evicted to make room", c.evictions);
+  publish(self, "dsync_cache_write_backs_total", "Dirty data sent home or to Redis", c.write_backs);
+  publish(self, "dsync_cache_invalidations_received_total", "Copies dropped on Inv, Recall or Fwd-GetM",
+          c.invalidations);
+  publish(self, "dsync_cache_invalidations_sent_total", "Inv and Recall sent by this node's directory",
+          d.invalidations);
+  publish(self, "dsync_cache_memory_reads_total", "Redis reads by this node's directory", d.mem_reads);
+  publish(self, "dsync_cache_memory_writes_total", "Redis writes by this node's directory", d.mem_writes);
+  auto ratio = c.hits + c.misses ? static_cast<double>(c.hits) / static_cast<double>(c.hits + c.misses) : 0.0;
+  st.registry->get_gauge("dsync_cache_hit_ratio", "Hits / (hits + misses) since start").set(ratio);
+  for (auto s : {cache::cache_state::M, cache::cache_state::O, cache::cache_state::E, cache::cache_state::S})
+    st.registry
+      ->get_gauge("dsync_cache_lines", "Lines of this node's cache by state", {{"state", std::string{cache::to_string(s)}}})
+      .set(static_cast<double>(st.ctrl->lines_in(s)));
+}
+
+void on_tick(self_ptr self) {
+  auto& st = self->state;
+  auto now = steady::now();
+  // A tick far too late means this process was frozen (SIGSTOP, a stalled VM): peers may
+  // have declared it dead and reverted its lines, so what it caches may be stale.
+  if (st.ctrl && now - st.last_tick > 1500ms) {
+    log::warn("cache", "this node was frozen for {} ms: dropping its cache",
+              std::chrono::duration_cast<std::chrono::milliseconds>(now - st.last_tick).count());
+    start_components(self);
+  }
+  st.last_tick = now;
+  check_membership(self);
+  publish_metrics(self);
+  self->delayed_send(self, tick_interval, cache_tick_atom::value);
+}
+
+// Submits a client operation; `done` gets its completion (or an error completion).
+void submit(self_ptr self, cache::op_kind kind, const std::string& key, const std::string& value, done_fn done) {
+  auto& st = self->state;
+  if (!st.ctrl) {
+    cache::completion c;
+    c.result = cache::status::error;
+    c.error = "not_serving";
+    return done(c);
+  }
+  auto id = ++st.next_request;
+  st.requests.emplace(id, pending_request{std::move(done), steady::now(), kind});
+  apply(self, st.ctrl->submit(cache::client_op{id, kind, key, value}), component::controller);
+  if (st.requests.count(id))
+    self->delayed_send(self, request_timeout, cache_memory_atom::value, uint8_t{254}, id);
+}
+
+caf::error failure(self_ptr self, const cache::completion& c) {
+  if (c.error == "not_serving")
+    return make_error(errc::unavailable, "the cache is not serving yet: waiting for the cluster's cache membership");
+  if (c.error == cache::errc::invalid) return make_error(errc::bad_request, "invalid key or value");
+  if (c.error == cache::errc::expired)
+    return make_error(errc::unavailable, "no answer from the key's home directory within 4 s"
+                                           + std::string{c.maybe_applied ? " (the write may still take effect)" : ""}
+                                           + redis_reason(self));
+  if (c.error == cache::errc::home_down)
+    return make_error(errc::unavailable, "the key's home directory died during the request; it may or may not have "
+                                         "taken effect");
+  if (c.error == cache::errc::overloaded) return make_error(errc::unavailable, "too many cache requests pending");
+  return make_error(errc::unavailable, "cache request failed: " + c.error);
+}
+
+std::optional<std::string> check(const std::string& key, const std::string* value) {
+  if (key.empty()) return "the key is empty";
+  if (key.size() > cache::max_key_bytes)
+    return "the key is " + std::to_string(key.size()) + " bytes; the limit is " + std::to_string(cache::max_key_bytes);
+  if (value && value->size() > cache::max_value_bytes)
+    return "the value is " + std::to_string(value->size()) + " bytes; the limit is "
+           + std::to_string(cache::max_value_bytes);
+  return std::nullopt;
+}
+
+template <class T, class OnOk>
+caf::result<T> run(self_ptr self, cache::op_kind kind, const std::string& key, const std::string& value, OnOk ok) {
+  auto rp = self->make_response_promise<T>();
+  submit(self, kind, key, value, [=](cache::completion& c) mutable {
+    if (c.result == cache::status::error) {
+      rp.deliver(failure(self, c));
+      return;
+    }
+    ok(rp, c);
+  });
+  return rp;
+}
+
+}  // namespace
+
+cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_settings settings,
+                                        peer_links_actor links, redis_actor redis, metrics::registry& registry) {
+  return sys.spawn([=, &registry](self_ptr self) -> cache_service_actor::behavior_type {
+    auto& st = self->state;
+    st.settings = settings;
+    st.links = links;
+    st.redis = redis;
+    st.registry = &registry;
+    st.get_seconds = &registry.get_histogram("dsync_cache_get_seconds", "Cache get latency on this node",
+                                             metrics::latency_buckets_seconds());
+    st.put_seconds = &registry.get_histogram("dsync_cache_put_seconds", "Cache put latency on this node",
+                                             metrics::latency_buckets_seconds());
+    self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
+    self->delayed_send(self, tick_interval, cache_tick_atom::value);
+    return {
+      [=](cache_get_atom, std::string& key) -> caf::result<cache_entry> {
+        if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
+        return run<cache_entry>(self, cache::op_kind::get, key, {},
+                                [=](caf::typed_response_promise<cache_entry>& rp, cache::completion& c) {
+                                  if (c.result == cache::status::not_found || !c.val) {
+                                    rp.deliver(make_error(errc::not_found, "no value for key " + key));
+                                    return;
+                                  }
+                                  rp.deliver(cache_entry{key, *c.val, std::string{cache::to_string(c.state)}});
+                                });
+      },
+      [=](cache_put_atom, std::string& key, std::string& value) -> caf::result<bool> {
+        if (auto bad = check(key, &value)) return make_error(errc::bad_request, *bad);
+        return run<bool>(self, cache::op_kind::put, key, value,
+                         [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
+      },
+      [=](cache_del_atom, std::string& key) -> caf::result<bool> {
+        if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
+        return run<bool>(self, cache::op_kind::del, key, {},
+                         [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
+      },
+      [=](cache_inval_atom, std::string& key) -> caf::result<bool> {
+        if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
+        return run<bool>(self, cache::op_kind::invalidate, key, {},
+                         [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
+      },
+      [=](cache_stats_atom) {
+        auto& st = self->state;
+        cache_stats out;
+        out.node_id = st.settings.self;
+        out.protocol = st.settings.protocol;
+        out.write_policy = st.settings.write_through ? "write-through" : "write-back";
+        out.eviction = st.settings.lfu ? "lfu" : "lru";
+        out.capacity = st.settings.capacity;
+        out.epoch = st.epoch;
+        out.members = st.members;
+        out.messages_sent = st.messages_sent;
+        if (st.ctrl) {
+          out.lines_m = st.ctrl->lines_in(cache::cache_state::M);
+          out.lines_o = st.ctrl->lines_in(cache::cache_state::O);
+          out.lines_e = st.ctrl->lines_in(cache::cache_state::E);
+          out.lines_s = st.ctrl->lines_in(cache::cache_state::S);
+          auto& c = st.ctrl->stats();
+          out.hits = c.hits;
+          out.misses = c.misses;
+          out.evictions = c.evictions;
+          out.write_backs = c.write_backs;
+          out.invalidations = c.invalidations;
+          out.memory_reads = st.dir->stats().mem_reads;
+          out.memory_writes = st.dir->stats().mem_writes;
+        }
+        return out;
+      },
+      [=](cache_msg_atom, std::string& from, std::string& bytes) {
+        cache::message m;
+        if (!cache::decode(bytes, m)) {
+          log::warn("cache", "dropping a malformed coherence message from {}", from);
+          return;
+        }
+        self->state.local.emplace_back(std::move(from), std::move(m));
+        drain_local(self);
+      },
+      [=](cache_attach_atom, raft_host_actor& raft) { self->state.raft = std::move(raft); },
+      [=](cache_members_atom, uint64_t epoch, std::vector<std::string>& members) { on_members(self, epoch, members); },
+      [=](cache_leader_atom, bool leading) { self->state.leading = leading; },
+      [=](member_atom, const member_status& m) { on_peer(self, m); },
+      [=](cache_tick_atom) { on_tick(self); },
+      [=](cache_memory_atom, uint8_t source, uint64_t id) {
+        auto& st = self->state;
+        if (source == 255) {  // retry the lookups of peers with messages waiting
+          for (auto& [to, waiting] : st.outbox)
+            if (!waiting.empty()) lookup(self, to);
+          return;
+        }
+        if (source == 254) {  // a client request's timeout
+          if (st.requests.count(id) && st.ctrl) apply(self, st.ctrl->expire(id), component::controller);
+          return;
+        }
+        issue_memory(self, source, id);
+      },
+    };
+  });
+}
+
+cache_observer observe_cache(cache_service_actor service) {
+  cache_observer o;
+  o.members = [service](uint64_t epoch, std::vector<std::string> members) {
+    caf::anon_send(service, cache_members_atom::value, epoch, std::move(members));
+  };
+  o.leadership = [service](bool leading) { caf::anon_send(service, cache_leader_atom::value, leading); };
+  return o;
+}
+
+}  // namespace dsync

@@ -1,0 +1,67 @@
+// The coherent cache of one node: the actor that runs this node's cache controller and
+// home directory (protocols/cache: MESI, MOSI or MOESI) and wires them to the world.
+//
+// - Clients: get / put / del / invalidate from the node API become controller requests;
+//   their completions answer the callers (a request not done within the request timeout
+//   is expired and answered errc::unavailable, naming Redis if Redis is what failed).
+// - Other nodes: coherence messages travel through the peers' node APIs (cache_msg_atom),
+//   one actor pair per two nodes, so each pair of components sees its messages in order,
+//   as the protocol requires. Messages for this node's own components go through a local
+//   queue, after the batch that produced them.
+// - Memory: memory operations go to Redis through the redis actor; a failed one is retried
+//   (they are idempotent) until it succeeds, as the protocol requires.
+// - Membership: the control Raft group replicates the cache membership (the members that
+//   are home directories; its epoch is the log index it was committed at), so every node
+//   hashes keys to the same homes in the same epoch. Its leader commits a new membership
+//   when a member has been down (or back) for a moment. Deaths and returns of peers come
+//   from the peer links and go to both components at once.
+#pragma once
+
+#include "actors/control_machine.hpp"
+#include "actors/metrics.hpp"
+#include "actors/peer_links.hpp"
+#include "actors/raft/raft_host.hpp"
+#include "actors/redis/redis_pool.hpp"
+#include "dsync/api.hpp"
+
+namespace dsync {
+
+using cache_members_atom = caf::atom_constant<caf::atom("c_members")>;
+using cache_leader_atom = caf::atom_constant<caf::atom("c_leader")>;
+using cache_tick_atom = caf::atom_constant<caf::atom("c_tick")>;
+using cache_attach_atom = caf::atom_constant<caf::atom("c_attach")>;
+using cache_memory_atom = caf::atom_constant<caf::atom("c_memory")>;
+
+using cache_service_actor = caf::typed_actor<
+  caf::replies_to<cache_get_atom, std::string>::with<cache_entry>,
+  caf::replies_to<cache_put_atom, std::string, std::string>::with<bool>,
+  caf::replies_to<cache_del_atom, std::string>::with<bool>,
+  caf::replies_to<cache_inval_atom, std::string>::with<bool>,
+  caf::replies_to<cache_stats_atom>::with<cache_stats>,
+  caf::reacts_to<cache_msg_atom, std::string, std::string>,
+  caf::reacts_to<cache_attach_atom, raft_host_actor>,
+  // From the control group's state machine: (epoch, members); this node leads it.
+  caf::reacts_to<cache_members_atom, uint64_t, std::vector<std::string>>,
+  caf::reacts_to<cache_leader_atom, bool>,
+  // From the peer links.
+  caf::reacts_to<member_atom, member_status>,
+  // Internal: the periodic tick; a memory operation to retry (component, id).
+  caf::reacts_to<cache_tick_atom>,
+  caf::reacts_to<cache_memory_atom, uint8_t, uint64_t>>;
+
+struct cache_service_settings {
+  std::string self;
+  std::string protocol = "MESI";
+  bool write_through = false;
+  bool lfu = false;
+  uint64_t capacity = 10000;
+  std::string redis_address;  // for error messages
+};
+
+cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_settings settings,
+                                        peer_links_actor links, redis_actor redis, metrics::registry& metrics);
+
+// The hooks through which the control machine on this node reports to `service`.
+cache_observer observe_cache(cache_service_actor service);
+
+}  // namespace dsync

@@ -1,0 +1,201 @@
+"""The coherent cache on a real 3-node cluster with a real redis-server: line states across
+nodes for MESI, MOSI and MOESI, eviction with write-back, delete, invalidate, a node killed
+while it owns a dirty line, Redis going away and coming back, bad input, and a history of
+concurrent reads and writes from every node checked for stale reads."""
+import random
+import threading
+import time
+
+from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, run_tests, wait_until
+from test_raft import FAST, agreed_leader
+
+
+def cache_cluster(name, redis, protocol="MESI", **env):
+    extra = dict(FAST, QUEUE_SHARDS="1", REDIS_PORT=str(redis.port), CACHE_COHERENCE_PROTOCOL=protocol)
+    extra.update(env)
+    return Cluster(3, name, extra_env=extra)
+
+
+def serving(c):
+    c.start()
+    wait_until(lambda: agreed_leader(c.nodes), 10, "a leader")
+    wait_until(lambda: all(http(n.http_port, "GET", "/v1/cache")[1]["epoch"] > 0 for n in c.nodes), 15,
+               "every node's cache to serve")
+
+
+def put(node, key, value):
+    return http(node.http_port, "PUT", f"/v1/cache/{key}", body={"value": value})
+
+
+def get(node, key):
+    return http(node.http_port, "GET", f"/v1/cache/{key}")
+
+
+def redis_get(redis, key):
+    reply = redis.command("GET", key)
+    return None if reply.startswith(b"$-1") else reply.split(b"\r\n")[1].decode()
+
+
+def test_states_across_nodes_for_each_protocol():
+    expected_after_owner_read = {"MESI": "S", "MOSI": "O", "MOESI": "O"}
+    for protocol in ("MESI", "MOSI", "MOESI"):
+        with Redis(TMP_ROOT) as redis, cache_cluster(f"cache-{protocol}", redis, protocol) as c:
+            serving(c)
+            a, b, d = c.nodes
+            assert put(a, "k", "v1") == (200, {"ok": True})
+            assert get(a, "k")[1]["state"] == "M"
+            s, body = get(b, "k")
+            assert s == 200 and body == {"key": "k", "value": "v1", "state": "S"}, body
+            assert get(a, "k")[1]["state"] == expected_after_owner_read[protocol], protocol
+            # A write elsewhere invalidates every other copy before it completes.
+            assert put(d, "k", "v2")[0] == 200
+            assert get(d, "k")[1]["state"] == "M"
+            for n in (a, b):
+                s, body = get(n, "k")
+                assert body["value"] == "v2", (protocol, n.node_id, body)
+            # A key only one node reads is held exclusively where the protocol has E.
+            redis.command("SET", "fresh", "r")
+            state = get(b, "fresh")[1]["state"]
+            assert state == ("S" if protocol == "MOSI" else "E"), (protocol, state)
+            s, stats = http(a.http_port, "GET", "/v1/cache")
+            assert stats["protocol"] == protocol and stats["hits"] >= 1, stats
+            # Published with the cache's next tick.
+            wait_until(lambda: 'dsync_cache_lines{state="' in http(a.http_port, "GET", "/metrics")[1], 5,
+                       "the cache's metrics")
+            metrics = http(a.http_port, "GET", "/metrics")[1]
+            assert "dsync_cache_hits_total" in metrics and 'dsync_cache_messages_total{type="' in metrics
+
+
+def test_eviction_writes_back_and_delete_and_invalidate():
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-evict", redis, "MOESI", CACHE_SIZE="2") as c:
+        serving(c)
+        a, b, _ = c.nodes
+        for i in range(3):
+            assert put(a, f"e{i}", f"v{i}")[0] == 200
+        # Capacity 2: the least recently used dirty line went back to Redis.
+        assert redis_get(redis, "e0") == "v0", "an evicted dirty line was not written back"
+        assert get(b, "e0")[1]["value"] == "v0"
+        # Invalidate writes dirty data back and drops every copy; the next read misses.
+        assert put(a, "inv", "dirty")[0] == 200
+        assert redis_get(redis, "inv") is None
+        assert http(b.http_port, "POST", "/v1/cache/inv/invalidate")[0] == 200
+        assert redis_get(redis, "inv") == "dirty"
+        assert get(a, "inv")[1] == {"key": "inv", "value": "dirty", "state": "E"}
+        # Delete removes the key everywhere, Redis included.
+        assert put(b, "gone", "x")[0] == 200
+        get(a, "gone")
+        assert http(a.http_port, "DELETE", "/v1/cache/gone")[0] == 200
+        assert redis_get(redis, "gone") is None
+        for n in c.nodes:
+            assert get(n, "gone")[0] == 404
+
+
+def test_node_killed_while_owning_a_dirty_line():
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-kill", redis, "MOESI") as c:
+        serving(c)
+        a, b, d = c.nodes
+        assert put(a, "x", "old")[0] == 200
+        assert http(a.http_port, "POST", "/v1/cache/x/invalidate")[0] == 200  # "old" is in Redis
+        assert put(d, "x", "new-but-dirty")[0] == 200  # only in d's cache
+        d.kill9()
+        # Write-back's loss window: the line reverts to the last value in Redis, and no
+        # node ever serves the dead node's value or a stale copy.
+        def reverted():
+            s, body = get(b, "x")
+            return s == 200 and body["value"] == "old"
+        wait_until(reverted, 15, "the line to revert to Redis' value")
+        assert get(a, "x")[1]["value"] == "old"
+        d.start()
+        d.wait_ready()
+        wait_until(lambda: get(d, "x")[0] == 200 and get(d, "x")[1]["value"] == "old", 15,
+                   "the restarted node to serve the key again")
+
+
+def test_redis_away_and_back():
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-redis", redis, "MESI") as c:
+        serving(c)
+        a, b, _ = c.nodes
+        assert put(a, "hot", "1")[0] == 200
+        assert get(a, "hot")[0] == 200
+        redis.kill()
+        # Hits keep being served; a miss needs Redis and fails with a reason naming it.
+        assert get(a, "hot")[1]["value"] == "1"
+        t0 = time.monotonic()
+        s, body = get(b, "cold")
+        assert s == 503 and "Redis" in body["message"], (s, body)
+        assert time.monotonic() - t0 < 7
+        redis.start()
+        wait_until(lambda: get(b, "cold")[0] == 404, 15, "misses to work again after Redis is back")
+
+
+def test_bad_input():
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-bad", redis) as c:
+        serving(c)
+        n = c.nodes[0]
+        assert http(n.http_port, "PUT", "/v1/cache/k", body={"nothing": 1})[0] == 400
+        assert http(n.http_port, "PUT", "/v1/cache/k", body={"value": 5})[0] == 400
+        assert http(n.http_port, "PUT", "/v1/cache/k", raw=b"{oops")[0] == 400
+        s, body = http(n.http_port, "PUT", "/v1/cache/" + "k" * 600, body={"value": "v"})
+        assert s == 400 and "512" in body["message"], (s, body)
+        s, body = http(n.http_port, "PUT", "/v1/cache/big", raw=('{"value":"' + "x" * (2 << 20) + '"}').encode())
+        assert s == 413, (s, body)
+        assert http(n.http_port, "GET", "/v1/health")[0] == 200
+
+
+def test_concurrent_history_has_no_stale_reads():
+    """Writers put increasing values per key from every node; a read must never return a
+    value older than one whose write had completed before the read started."""
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-history", redis, "MOESI", CACHE_SIZE="3") as c:
+        serving(c)
+        keys = ["h0", "h1", "h2", "h3"]
+        done_before = {k: 0 for k in keys}  # highest value whose put completed
+        mu = threading.Lock()
+        problems = []
+        stop = time.monotonic() + 6
+
+        def writer(k, node):
+            v = 0
+            while time.monotonic() < stop:
+                v += 1
+                s, _ = put(node, k, str(v))
+                if s == 200:
+                    with mu:
+                        done_before[k] = max(done_before[k], v)
+
+        def reader(node):
+            while time.monotonic() < stop:
+                k = random.choice(keys)
+                with mu:
+                    floor = done_before[k]
+                s, body = get(node, k)
+                if s == 200 and int(body["value"]) < floor:
+                    problems.append(f"{node.node_id} read {k}={body['value']} after {floor} was written")
+
+        threads = [threading.Thread(target=writer, args=(k, c.nodes[i % 3])) for i, k in enumerate(keys)]
+        threads += [threading.Thread(target=reader, args=(n,)) for n in c.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not problems, problems[:5]
+        assert all(v > 10 for v in done_before.values()), done_before
+
+
+def test_dsyncctl_cache_commands():
+    import subprocess
+    with Redis(TMP_ROOT) as redis, cache_cluster("cache-ctl", redis) as c:
+        serving(c)
+        ctl = [CTL_BIN, "--node", f"127.0.0.1:{c.nodes[1].node_port}"]
+        assert subprocess.run(ctl + ["cache", "put", "c", "v"], capture_output=True).returncode == 0
+        out = subprocess.run(ctl + ["cache", "get", "c"], capture_output=True, text=True)
+        assert out.returncode == 0 and out.stdout.startswith("v  (M)"), out.stdout
+        stats = subprocess.run(ctl + ["--json", "cache", "stats"], capture_output=True, text=True)
+        assert '"protocol":"MESI"' in stats.stdout, stats.stdout
+        assert subprocess.run(ctl + ["cache", "del", "c"], capture_output=True).returncode == 0
+        assert subprocess.run(ctl + ["cache", "get", "c"], capture_output=True).returncode == 1
+
+
+if __name__ == "__main__":
+    run_tests([test_states_across_nodes_for_each_protocol, test_eviction_writes_back_and_delete_and_invalidate,
+               test_node_killed_while_owning_a_dirty_line, test_redis_away_and_back, test_bad_input,
+               test_concurrent_history_has_no_stale_reads, test_dsyncctl_cache_commands])
