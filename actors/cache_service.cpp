@@ -11,6 +11,7 @@
 
 #include <fmt/ranges.h>
 
+#include "actors/deferred.hpp"
 #include "actors/log.hpp"
 #include "protocols/cache/cache_controller.hpp"
 #include "protocols/cache/directory.hpp"
@@ -62,6 +63,7 @@ struct service_state {
   std::map<uint64_t, pending_request> requests;
   uint64_t next_request = 0;
   std::map<std::pair<uint8_t, uint64_t>, cache::memory_op> memory;
+  deferred_calls later;
   std::string last_redis_error;
   steady::time_point last_redis_error_at;
   // Leader duties.
@@ -103,8 +105,7 @@ void lookup(self_ptr self, const std::string& to) {
         st.looking_up.erase(to);
         // The protocol needs every message between live nodes; keep them until the peer
         // is reachable or declared down (which drops them).
-        if (st.outbox.count(to))
-          self->delayed_send(self, lookup_retry, cache_memory_atom::value, uint8_t{255}, uint64_t{0});
+        if (st.outbox.count(to)) st.later.after(self, lookup_retry, cache_later_atom::value, [=] { lookup(self, to); });
       });
 }
 
@@ -135,7 +136,7 @@ void issue_memory(self_ptr self, uint8_t source, uint64_t id) {
     st.last_redis_error = error_reason(err);
     st.last_redis_error_at = steady::now();
     // Memory operations are idempotent; the protocol waits until one succeeds.
-    self->delayed_send(self, memory_retry, cache_memory_atom::value, source, id);
+    st.later.after(self, memory_retry, cache_later_atom::value, [=] { issue_memory(self, source, id); });
   };
   auto done = [=](cache::value v) {
     auto& st = self->state;
@@ -383,7 +384,10 @@ void submit(self_ptr self, cache::op_kind kind, const std::string& key, const st
   st.requests.emplace(id, pending_request{std::move(done), steady::now(), kind});
   apply(self, st.ctrl->submit(cache::client_op{id, kind, key, value}), component::controller);
   if (st.requests.count(id))
-    self->delayed_send(self, request_timeout, cache_memory_atom::value, uint8_t{254}, id);
+    st.later.after(self, request_timeout, cache_later_atom::value, [=] {
+      auto& st = self->state;
+      if (st.requests.count(id) && st.ctrl) apply(self, st.ctrl->expire(id), component::controller);
+    });
 }
 
 caf::error failure(self_ptr self, const cache::completion& c) {
@@ -508,19 +512,7 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
       [=](cache_leader_atom, bool leading) { self->state.leading = leading; },
       [=](member_atom, const member_status& m) { on_peer(self, m); },
       [=](cache_tick_atom) { on_tick(self); },
-      [=](cache_memory_atom, uint8_t source, uint64_t id) {
-        auto& st = self->state;
-        if (source == 255) {  // retry the lookups of peers with messages waiting
-          for (auto& [to, waiting] : st.outbox)
-            if (!waiting.empty()) lookup(self, to);
-          return;
-        }
-        if (source == 254) {  // a client request's timeout
-          if (st.requests.count(id) && st.ctrl) apply(self, st.ctrl->expire(id), component::controller);
-          return;
-        }
-        issue_memory(self, source, id);
-      },
+      [=](cache_later_atom, uint64_t id) { self->state.later.run(id); },
     };
   });
 }

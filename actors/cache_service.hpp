@@ -30,7 +30,7 @@ using cache_members_atom = caf::atom_constant<caf::atom("c_members")>;
 using cache_leader_atom = caf::atom_constant<caf::atom("c_leader")>;
 using cache_tick_atom = caf::atom_constant<caf::atom("c_tick")>;
 using cache_attach_atom = caf::atom_constant<caf::atom("c_attach")>;
-using cache_memory_atom = caf::atom_constant<caf::atom("c_memory")>;
+using cache_later_atom = caf::atom_constant<caf::atom("c_later")>;
 
 using cache_service_actor = caf::typed_actor<
   caf::replies_to<cache_get_atom, std::string>::with<cache_entry>,
@@ -45,9 +45,9 @@ using cache_service_actor = caf::typed_actor<
   caf::reacts_to<cache_leader_atom, bool>,
   // From the peer links.
   caf::reacts_to<member_atom, member_status>,
-  // Internal: the periodic tick; a memory operation to retry (component, id).
+  // Internal: the periodic tick; a deferred step (deferred.hpp).
   caf::reacts_to<cache_tick_atom>,
-  caf::reacts_to<cache_memory_atom, uint8_t, uint64_t>>;
+  caf::reacts_to<cache_later_atom, uint64_t>>;
 
 struct cache_service_settings {
   std::string self;

@@ -7,6 +7,7 @@
 #include <optional>
 #include <utility>
 
+#include "actors/deferred.hpp"
 #include "actors/forwarder.hpp"
 #include "actors/log.hpp"
 
@@ -38,8 +39,7 @@ struct service_state {
   bool leading = false;
   // Acquires waiting in the table, held on the leader until the table decides.
   std::map<std::pair<std::string, std::string>, std::vector<held_wait>> waits;
-  std::map<uint64_t, std::function<void()>> retries;
-  uint64_t next_retry = 0;
+  deferred_calls later;
   std::optional<uint64_t> next_deadline;  // of the table, leader time
   std::optional<uint64_t> timer_for;      // deadline the pending tick was set for
   bool expire_in_flight = false;
@@ -87,13 +87,6 @@ std::string describe_cycle(const std::vector<std::string>& cycle) {
     out += cycle[i] + " waits for " + cycle[i + 1] + " held by " + cycle[i + 2];
   }
   return out;
-}
-
-// Runs `fn` on this actor after `delay`.
-void later(self_ptr self, caf::timespan delay, std::function<void()> fn) {
-  auto id = ++self->state.next_retry;
-  self->state.retries.emplace(id, std::move(fn));
-  self->delayed_send(self, delay, lock_retry_atom::value, id);
 }
 
 // Proposes a lock command on this node's replica of the control group.
@@ -224,7 +217,8 @@ void run_on_leader(self_ptr self, caf::typed_response_promise<T> rp, steady::tim
     bool retryable = err == errc::unavailable || err == errc::not_leader;
     if (retryable && steady::now() + retry_delay < deadline) {
       self->state.m.retries->inc();
-      later(self, retry_delay, [=] { run_on_leader<T>(self, rp, deadline, local, forwarded...); });
+      self->state.later.after(self, retry_delay, lock_retry_atom::value,
+                              [=] { run_on_leader<T>(self, rp, deadline, local, forwarded...); });
       return;
     }
     if (err == errc::not_leader) rp.deliver(lock_error(errc::unavailable, "no Raft leader could be reached in time"));
@@ -428,13 +422,7 @@ lock_service_actor spawn_lock_service(caf::actor_system& sys, std::string self_i
       [=](lock_report_atom, lock_apply_report& r) { on_report(self, r); },
       [=](lock_leader_atom, bool leading) { on_leadership(self, leading); },
       [=](lock_tick_atom) { on_tick(self); },
-      [=](lock_retry_atom, uint64_t id) {
-        auto i = self->state.retries.find(id);
-        if (i == self->state.retries.end()) return;
-        auto fn = std::move(i->second);
-        self->state.retries.erase(i);
-        fn();
-      },
+      [=](lock_retry_atom, uint64_t id) { self->state.later.run(id); },
     };
   });
 }

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "actors/control_machine.hpp"
+#include "actors/deferred.hpp"
 #include "actors/forwarder.hpp"
 #include "actors/log.hpp"
 #include "protocols/ring/hash_ring.hpp"
@@ -50,8 +51,8 @@ struct service_state {
   std::map<uint64_t, std::optional<uint64_t>> next_deadline;  // per group, leader time
   std::map<uint64_t, uint64_t> timer_for;
   std::set<uint64_t> expire_in_flight;
-  std::map<uint64_t, std::function<void()>> later;
-  uint64_t next_id = 0;
+  deferred_calls later;
+  uint64_t next_id = 0;  // parked polls
   metrics::registry* registry = nullptr;
   struct {
     metrics::counter* enqueued;
@@ -76,9 +77,7 @@ uint32_t shard_of_queue(self_ptr self, const std::string& queue) {
 }
 
 void run_later(self_ptr self, caf::timespan delay, std::function<void()> fn) {
-  auto id = ++self->state.next_id;
-  self->state.later.emplace(id, std::move(fn));
-  self->delayed_send(self, delay, queue_retry_atom::value, id);
+  self->state.later.after(self, delay, queue_retry_atom::value, std::move(fn));
 }
 
 // Refreshes placement, local groups and known leaders from the Raft host.
@@ -449,6 +448,17 @@ void list_all(self_ptr self, caf::typed_response_promise<std::vector<std::string
   }
 }
 
+// Now and then (quickly while the cluster starts): placement, preferred leaders, gauges.
+void maintain(self_ptr self) {
+  refresh_placement(self);
+  for (auto group : self->state.leading) {
+    prefer_leader(self, group);
+    publish_gauges(self, group);
+  }
+  auto next = self->state.placement ? caf::timespan{placement_refresh} : caf::timespan{retry_delay * 5};
+  run_later(self, next, [=] { maintain(self); });
+}
+
 }  // namespace
 
 queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_settings settings,
@@ -679,30 +689,12 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
       },
       [=](queue_attach_atom, raft_host_actor& raft) {
         self->state.raft = std::move(raft);
-        refresh_placement(self);
-        self->delayed_send(self, placement_refresh, queue_retry_atom::value, uint64_t{0});
+        maintain(self);
       },
       [=](queue_report_atom, queue_apply_report& r) { on_report(self, r); },
       [=](queue_leader_atom, uint64_t group, bool leading) { on_leadership(self, group, leading); },
       [=](queue_tick_atom, uint64_t group) { on_tick(self, group); },
-      [=](queue_retry_atom, uint64_t id) {
-        if (id == 0) {  // the placement refresh timer
-          refresh_placement(self);
-          for (auto group : self->state.leading) {
-            prefer_leader(self, group);
-            publish_gauges(self, group);
-          }
-          // Quickly while the cluster starts, then now and then (membership may change).
-          auto next = self->state.placement ? caf::timespan{placement_refresh} : caf::timespan{retry_delay * 5};
-          self->delayed_send(self, next, queue_retry_atom::value, uint64_t{0});
-          return;
-        }
-        auto i = self->state.later.find(id);
-        if (i == self->state.later.end()) return;
-        auto fn = std::move(i->second);
-        self->state.later.erase(i);
-        fn();
-      },
+      [=](queue_retry_atom, uint64_t id) { self->state.later.run(id); },
     };
   });
 }
