@@ -45,6 +45,8 @@ struct service_state {
   forwarder fwd;
   std::optional<ring::hash_ring> placement;  // over the control group's voters
   std::set<uint64_t> local_groups;           // shard groups with a replica here
+  std::map<uint64_t, std::vector<std::string>> voters;  // of the local shard groups (sorted)
+  std::set<uint64_t> changing;               // shard groups with a membership change running
   std::map<uint64_t, std::string> leaders;   // last known leader per shard group
   std::set<uint64_t> leading;
   std::map<std::pair<uint64_t, std::string>, std::map<uint64_t, parked_poll>> polls;
@@ -99,6 +101,9 @@ void refresh_placement(self_ptr self) {
             continue;
           }
           st.local_groups.insert(g.group);
+          auto voters = g.voters;
+          std::sort(voters.begin(), voters.end());
+          st.voters[g.group] = std::move(voters);
           if (!g.leader.empty()) st.leaders[g.group] = g.leader;
         }
       },
@@ -357,6 +362,49 @@ void publish_gauges(self_ptr self, uint64_t group) {
               [](caf::error&) {});
 }
 
+// Rebalancing: the leader of a shard moves its replica set to what the hash ring over the
+// control group's voters says, one Raft membership change at a time (a new replica joins
+// as a learner, catches up and becomes a voter before an old one is removed).
+void rebalance(self_ptr self, uint64_t group) {
+  auto& st = self->state;
+  if (!st.leading.count(group) || st.changing.count(group) || !st.voters.count(group)) return;
+  auto desired = replicas_of(self, static_cast<uint32_t>(group - 1));
+  if (desired.empty()) return;
+  std::sort(desired.begin(), desired.end());
+  auto& current = st.voters[group];
+  std::string node;
+  uint8_t kind = 0;
+  for (auto& d : desired)
+    if (!std::binary_search(current.begin(), current.end(), d)) {
+      node = d;
+      break;
+    }
+  if (node.empty()) {
+    for (auto& v : current)
+      if (!std::binary_search(desired.begin(), desired.end(), v)) {
+        node = v;
+        kind = 1;
+        break;
+      }
+  }
+  if (node.empty()) return;
+  st.changing.insert(group);
+  log::info("queues", "shard {}: {} {} to follow the hash ring", group - 1, kind == 0 ? "adding" : "removing", node);
+  self->request(st.raft, 40s, member_change_atom::value, group, kind, node)
+    .then(
+      [=](group_status& g) {
+        auto& st = self->state;
+        st.changing.erase(group);
+        auto voters = g.voters;
+        std::sort(voters.begin(), voters.end());
+        st.voters[group] = std::move(voters);
+      },
+      [=](caf::error& err) {
+        self->state.changing.erase(group);
+        log::warn("queues", "shard {}: changing its replicas failed: {}", group - 1, error_reason(err));
+      });
+}
+
 // Spreads the shards' leaders: a leader hands over to the shard's preferred leader (first
 // in ring order) if that one has caught up; if it is down or behind, this node keeps it.
 void prefer_leader(self_ptr self, uint64_t group) {
@@ -452,6 +500,7 @@ void list_all(self_ptr self, caf::typed_response_promise<std::vector<std::string
 void maintain(self_ptr self) {
   refresh_placement(self);
   for (auto group : self->state.leading) {
+    rebalance(self, group);
     prefer_leader(self, group);
     publish_gauges(self, group);
   }

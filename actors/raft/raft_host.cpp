@@ -95,9 +95,18 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
     self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
     return {
       [=](raft_atom, raft::message& m) {
-        auto g = self->state.groups.find(m.group);
-        if (g == self->state.groups.end()) {
-          self->state.dropped->inc();
+        auto& st = self->state;
+        auto g = st.groups.find(m.group);
+        // A queue shard's leader adds this node to the shard (rebalancing after a
+        // membership change): start the group empty, to be filled by its leader.
+        bool shard = m.group >= shard_group(0) && m.group < shard_group(st.settings.queue_shards);
+        if (g == st.groups.end() && shard && st.groups.count(control_group)) {
+          log::info("raft", "group {}: joining at the request of {}", m.group, m.from);
+          start_group(self, m.group, raft::configuration{});
+          g = st.groups.find(m.group);
+        }
+        if (g == st.groups.end()) {
+          st.dropped->inc();
           return;
         }
         self->send(g->second, raft_atom::value, std::move(m));

@@ -279,7 +279,8 @@ struct redis_pool::core {
     if (reply.type == REDIS_REPLY_ERROR) {
       std::string msg(reply.str, reply.len);
       auto what = fmt::format("Redis refused {}: {}", name, msg);
-      r.error = transient_reply_error(msg) ? unavailable(what) : make_error(errc::internal, "redis " + addr + ": " + what);
+      r.error = transient_reply_error(msg) ? unavailable(what)
+                                           : make_error(errc::internal, "redis " + addr + ": " + what);
       return r;
     }
     auto status_is = [&](std::string_view want) {
@@ -313,8 +314,8 @@ struct redis_pool::core {
         }
         break;
     }
-    r.error = make_error(errc::internal,
-                         fmt::format("redis {}: unexpected reply to {} (hiredis reply type {})", addr, name, reply.type));
+    r.error = make_error(errc::internal, fmt::format("redis {}: unexpected reply to {} (hiredis reply type {})", addr,
+                                                     name, reply.type));
     return r;
   }
 
@@ -445,8 +446,9 @@ caf::error redis_pool::submit(redis_command cmd, std::string key, std::string va
   if (cmd != redis_command::set) value.clear();
   auto too_large = [&](const char* what, size_t n) {
     c.count(cmd, outcome::rejected);
-    return make_error(errc::limit_exceeded, fmt::format("redis {}: {} {} of {} bytes is larger than the limit of {} bytes",
-                                                        c.addr, to_string(cmd), what, n, c.s.max_value_bytes));
+    return make_error(errc::limit_exceeded,
+                      fmt::format("redis {}: {} {} of {} bytes is larger than the limit of {} bytes", c.addr,
+                                  to_string(cmd), what, n, c.s.max_value_bytes));
   };
   if (key.size() > c.s.max_value_bytes) return too_large("key", key.size());
   if (value.size() > c.s.max_value_bytes) return too_large("value", value.size());

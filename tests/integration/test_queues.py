@@ -247,6 +247,52 @@ def test_full_cluster_kill9_and_restart_loses_nothing():
         assert [m["payload"] for m in rest] == payloads[5:], rest
 
 
+def test_rebalancing_when_a_member_is_added_and_removed():
+    import json
+    import subprocess
+    with Cluster(4, "queues-rebalance", extra_env=QUEUES) as c:
+        first, new = c.nodes[:3], c.nodes[3]
+        for n in first:
+            n.env["CLUSTER_NODES"] = ",".join(m.address for m in first if m is not n)
+        new.env["CLUSTER_NODES"] = ",".join(n.address for n in first)
+        new.env["CLUSTER_STATE"] = "existing"
+        for n in first:
+            n.start()
+        for n in first:
+            n.wait_ready()
+        wait_until(lambda: agreed_leader(first), 10, "a leader")
+        payloads = [f"r{i}" for i in range(40)]
+        for i, p in enumerate(payloads):
+            assert push(first[i % 3], f"rq{i % 8}", p)[0] == 201
+
+        def shard_voters(node):
+            groups = node.get("/v1/cluster")[1]["groups"]
+            return {g["group"]: sorted(g["voters"]) for g in groups if g["group"] != 0}
+
+        ctl = lambda node, *a: subprocess.run([CTL_BIN, "--node", node.address, "--json", *a],  # noqa: E731
+                                              capture_output=True, text=True, timeout=60)
+        new.start()
+        new.wait_ready()
+        r = ctl(first[0], "member", "add", "node-4")
+        assert r.returncode == 0, r.stderr
+        # The ring over four members gives node-4 some shards: their leaders add it.
+        wait_until(lambda: any("node-4" in v for v in shard_voters(new).values()), 60, "node-4 to replicate a shard")
+        r = ctl(new, "member", "remove", "node-1")
+        assert r.returncode == 0, r.stderr
+        # As an operator would: a removed member is stopped; it hands its shard leaderships
+        # over on the way out, and the new leaders move the shards off it.
+        assert c.nodes[0].terminate() == 0
+        survivors = c.nodes[1:]
+        wait_until(lambda: all("node-1" not in v and len(v) == 3 for v in shard_voters(survivors[0]).values())
+                   and len(shard_voters(survivors[0])) >= 1, 90, "every shard to leave node-1")
+        got = []
+        for q in range(8):
+            s, body = pop(random.choice(survivors), f"rq{q}", max=100)
+            assert s == 200, body
+            got += [m["payload"] for m in body["messages"]]
+        assert sorted(got) == sorted(payloads), f"lost {set(payloads) - set(got)}"
+
+
 def test_dsyncctl_queue_commands():
     import subprocess
     with Cluster(3, "queues-ctl", extra_env=QUEUES) as c:
@@ -269,4 +315,4 @@ def test_dsyncctl_queue_commands():
 if __name__ == "__main__":
     run_tests([test_semantics_through_any_node, test_bad_input_is_refused_with_a_reason, test_shard_leaders_are_spread,
                test_producers_and_consumers_while_nodes_are_killed, test_full_cluster_kill9_and_restart_loses_nothing,
-               test_dsyncctl_queue_commands])
+               test_rebalancing_when_a_member_is_added_and_removed, test_dsyncctl_queue_commands])
