@@ -30,12 +30,46 @@
 //                        older snapshot), and across all nodes they never
 //                        decrease in log order
 //
+// And of the replicated queue shard (protocols/queue) every node applies. The
+// log-order observations come from the first application of each committed
+// queue command anywhere (first applications happen in index order); the
+// per-node ones from each node after it applied or restored an index:
+//   state machine safety nodes that applied the same index hold the same
+//                        shard (snapshot digest; answers and events are in
+//                        the per-index state hash chain)
+//   unique ids           an enqueue's id is new and ends in "-<its index>"
+//   no loss              every committed enqueue whose outcome was ok (every
+//                        enqueue acknowledged to a client among them) is, at
+//                        every index a node reaches after it, in exactly one
+//                        of ready / in flight / delayed / dead, until an ack,
+//                        a purge of its DLQ or the deletion of its queue ends
+//                        it; the queue's counters and DLQ list hold exactly
+//                        these messages (so nothing ended ever reappears)
+//   acked stays acked    an ended message is never delivered again
+//   FIFO                 first deliveries per queue follow the log order of
+//                        the committed enqueues (acknowledged or not)
+//   exclusive delivery   a message in flight is not delivered again until
+//                        its delivery fails (nack, or an expire at a shard
+//                        time past its deadline); an ack or nack succeeds only
+//                        for the current delivery; an expire moves exactly
+//                        the deliveries whose deadline passed
+//   dead letters         a failed delivery goes to the DLQ iff its count
+//                        reached the queue's max_deliveries; dead messages
+//                        are not delivered; redrive and purge_dead take the
+//                        oldest dead ones; delivery counts go up by one per
+//                        delivery and restart after a redrive
+//   delivery (liveness)  once drained, every committed enqueue of the queue
+//                        was delivered at least once and acked
+//
 // Header-only so that unit tests can feed it broken histories.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -243,6 +277,217 @@ class raft_checker {
            + std::to_string(index) + " is out of log order");
   }
 
+  // ---- the queue shard ----
+  // The shard's snapshot on a node whose last applied queue command is `index` (its
+  // state at every index from there up to the next queue command).
+  void on_queue_shard(const std::string& node, uint64_t index, uint64_t shard_hash) {
+    auto [i, fresh] = queue_shards_.emplace(index, shard_hash);
+    if (!fresh && i->second != shard_hash)
+      fail("state machine safety: " + node + " holds a different queue shard at index "
+           + std::to_string(index));
+  }
+
+  // Log order: every committed queue command, before its effects below. The shard's
+  // time is the newest now_ms of the commands so far.
+  void on_queue_command(uint64_t index, uint64_t now_ms) {
+    if (index <= q_last_)
+      fail("queue: command " + std::to_string(index) + " observed after " + std::to_string(q_last_));
+    q_last_ = index;
+    q_now_ = std::max(q_now_, now_ms);
+  }
+  // An enqueue at `index` whose outcome was ok, with the id it answered.
+  void on_enqueued(uint64_t index, const std::string& queue, const std::string& id) {
+    const auto suffix = "-" + std::to_string(index);
+    if (id.size() <= suffix.size() || id.compare(id.size() - suffix.size(), suffix.size(), suffix) != 0)
+      fail("queue: enqueue at index " + std::to_string(index) + " answered id " + id);
+    auto [at, fresh] = q_ids_.emplace(id, index);
+    if (!fresh) {
+      fail("queue: message id " + id + " given twice, at index " + std::to_string(at->second)
+           + " and " + std::to_string(index));
+      return;
+    }
+    auto& m = q_msgs_[index];
+    m.queue = queue;
+    m.id = id;
+    q_order_[queue].insert(index);
+    q_undelivered_[queue].insert(index);
+  }
+  // The client that proposed the enqueue saw its ok.
+  void on_enqueue_acknowledged(const std::string& id) {
+    if (auto* m = q_find(id, "acknowledged enqueue"))
+      m->acknowledged = true;
+  }
+  // A configure at `index` whose outcome was ok (it creates the queue if need be).
+  void on_queue_configured(uint64_t /*index*/, const std::string& queue, uint64_t max_deliveries) {
+    q_max_deliveries_[queue] = max_deliveries;
+  }
+  // One delivery of a dequeue at `index` (in the outcome's order), with its count.
+  void on_delivered(uint64_t index, const std::string& queue, const std::string& id,
+                    uint64_t receipt, uint64_t deliveries, uint64_t visibility_ms) {
+    auto* m = q_find(id, "delivery");
+    if (!m)
+      return;
+    const auto where = " at index " + std::to_string(index);
+    if (m->queue != queue)
+      return fail("queue: a dequeue of " + queue + where + " delivered " + id + " of " + m->queue);
+    if (m->ended != 0)
+      return fail("queue: " + id + " delivered" + where + " after it was " + m->end_reason
+                  + " at index " + std::to_string(m->ended));
+    if (receipt != index)
+      return fail("queue: delivery of " + id + where + " has receipt " + std::to_string(receipt));
+    if (m->in_flight)
+      return fail("queue: " + id + " delivered again" + where + " while its delivery "
+                  + std::to_string(m->receipt) + " is in flight (deadline "
+                  + std::to_string(m->deadline_ms) + ", shard time " + std::to_string(q_now_) + ")");
+    if (m->dead)
+      return fail("queue: " + id + " delivered" + where + " from the dead-letter queue");
+    if (deliveries != m->deliveries + 1)
+      return fail("queue: delivery of " + id + where + " counts " + std::to_string(deliveries)
+                  + " deliveries, expected " + std::to_string(m->deliveries + 1));
+    if (m->first_delivery == 0) {
+      auto& waiting = q_undelivered_[queue];
+      const auto e = q_ids_.at(id);
+      if (waiting.empty() || *waiting.begin() != e)
+        return fail("queue: first deliveries of " + queue + " out of FIFO order: " + id + where
+                    + " before " + (waiting.empty() ? std::string("?") : q_msgs_.at(*waiting.begin()).id)
+                    + ", enqueued earlier");
+      waiting.erase(waiting.begin());
+      m->first_delivery = index;
+    }
+    m->deliveries = deliveries;
+    m->in_flight = true;
+    m->receipt = receipt;
+    m->deadline_ms = q_now_ + visibility_ms;
+    q_in_flight_.insert(q_ids_.at(id));
+  }
+  // An ack at `index` whose outcome was ok; receipt as the command quoted it.
+  void on_acked(uint64_t index, const std::string& queue, const std::string& id, uint64_t receipt) {
+    if (auto* m = q_settle(index, queue, id, receipt, "ack"))
+      q_end(*m, index, "acked");
+  }
+  // A nack at `index` whose outcome was ok; dead_lettered as the outcome said.
+  void on_nacked(uint64_t index, const std::string& queue, const std::string& id, uint64_t receipt,
+                 bool dead_lettered) {
+    if (auto* m = q_settle(index, queue, id, receipt, "nack"))
+      q_failed(index, *m, dead_lettered, "nack");
+  }
+  // An expire at `index`, the ids whose delivery it reported expired and those it
+  // reported dead-lettered: exactly the deliveries in flight whose deadline is at or
+  // before the shard's time expire. (The shard moves at most max_expire_per_command per
+  // command; the simulation stays far below.)
+  void on_expired(uint64_t index, const std::vector<std::string>& ids,
+                  const std::vector<std::string>& dead_ids) {
+    const auto what = "queue: expire at index " + std::to_string(index) + " (shard time "
+                      + std::to_string(q_now_) + ")";
+    std::set<uint64_t> reported;
+    for (const auto& id : ids) {
+      auto* m = q_find(id, "expiry");
+      if (!m)
+        return;
+      if (!m->in_flight || m->deadline_ms > q_now_)
+        return fail(what + " expired " + id + (m->in_flight ? ", due at "
+                    + std::to_string(m->deadline_ms) : ", which is not in flight"));
+      reported.insert(q_ids_.at(id));
+    }
+    std::set<std::string> dead(dead_ids.begin(), dead_ids.end());
+    for (auto e : std::set<uint64_t>(q_in_flight_)) {
+      auto& m = q_msgs_.at(e);
+      if (m.deadline_ms > q_now_)
+        continue;
+      if (!reported.count(e))
+        return fail(what + " left " + m.id + " in flight, due at " + std::to_string(m.deadline_ms));
+      const bool died = dead.erase(m.id) > 0;
+      q_failed(index, m, died, "visibility timeout");
+    }
+    if (!dead.empty())
+      fail(what + " dead-lettered " + *dead.begin() + ", whose delivery did not time out");
+  }
+  // A redrive at `index` whose outcome was ok moved `count` dead messages (at most
+  // `max`): the oldest ones of the queue's DLQ.
+  void on_redriven(uint64_t index, const std::string& queue, uint64_t max, uint64_t count) {
+    for (auto e : q_oldest_dead(index, queue, max, count, "redrive")) {
+      auto& m = q_msgs_.at(e);
+      m.dead = false;
+      m.deliveries = 0;
+    }
+  }
+  // A purge_dead at `index` whose outcome was ok dropped `count` dead messages (at most
+  // `max`): the oldest ones of the queue's DLQ.
+  void on_purged(uint64_t index, const std::string& queue, uint64_t max, uint64_t count) {
+    for (auto e : q_oldest_dead(index, queue, max, count, "purge_dead"))
+      q_end(q_msgs_.at(e), index, "purged from the DLQ");
+  }
+  // delete_queue at `index` succeeded: every message of the queue ends, its settings go.
+  void on_queue_deleted(uint64_t index, const std::string& queue) {
+    auto& order = q_order_[queue];
+    for (auto e : order) {
+      auto& m = q_msgs_.at(e);
+      if (m.ended == 0)
+        q_end(m, index, "deleted with its queue");
+    }
+    q_undelivered_[queue].clear();
+    q_max_deliveries_.erase(queue);
+  }
+
+  // A node's `queue` after it applied or restored `index`. where_is(id) gives the state
+  // of a message on the node (0: not found, 1 ready, 2 in flight, 3 delayed, 4 dead);
+  // counts are its counters (ready, in flight, delayed, dead); dead_ids its DLQ list.
+  template <class WhereIs>
+  void on_queue_contents(const std::string& node, uint64_t index, const std::string& queue,
+                         WhereIs&& where_is, const std::array<uint64_t, 4>& counts,
+                         const std::vector<std::string>& dead_ids) {
+    std::array<uint64_t, 4> expected{};
+    std::vector<std::string> dead;
+    auto order = q_order_.find(queue);
+    if (order != q_order_.end()) {
+      for (auto it = order->second.begin(); it != order->second.end() && *it <= index; ++it) {
+        const auto& m = q_msgs_.at(*it);
+        if (m.ended != 0 && m.ended <= index)
+          continue;
+        const int w = where_is(m.id);
+        if (w < 1 || w > 4)
+          return fail("queue: " + std::string(m.acknowledged ? "acknowledged" : "committed")
+                      + " enqueue " + m.id + " of " + queue + " is lost on " + node + " at index "
+                      + std::to_string(index));
+        ++expected[static_cast<size_t>(w - 1)];
+        if (w == 4)
+          dead.push_back(m.id);
+      }
+    }
+    static const char* const names[] = {"ready", "in flight", "delayed", "dead"};
+    for (size_t k = 0; k < 4; ++k)
+      if (counts[k] != expected[k])
+        return fail("queue: " + node + " counts " + std::to_string(counts[k]) + " " + names[k]
+                    + " messages in " + queue + " at index " + std::to_string(index) + ", but "
+                    + std::to_string(expected[k]) + " of its live messages are " + names[k]
+                    + " (one in two states, or an ended one back)");
+    if (dead != dead_ids)
+      fail("queue: the DLQ list of " + queue + " on " + node + " at index " + std::to_string(index)
+           + " is not its dead messages in id order");
+  }
+
+  // Liveness, after `queue` was drained empty: every committed enqueue of it was
+  // delivered at least once and acked (unless its queue was deleted).
+  void check_queue_drained(const std::string& queue) {
+    auto order = q_order_.find(queue);
+    if (order == q_order_.end())
+      return;
+    for (auto e : order->second) {
+      const auto& m = q_msgs_.at(e);
+      const std::string who = std::string(m.acknowledged ? "acknowledged" : "committed") + " enqueue "
+                              + m.id + " of " + queue;
+      if (m.first_delivery == 0 && m.ended == 0)
+        return fail("liveness: " + who + " was never delivered");
+      if (m.ended == 0)
+        return fail("liveness: " + who + " was delivered but is still in the drained queue");
+    }
+  }
+  // Messages of `queue` delivered at least once / all committed (for the trace).
+  size_t queue_messages(const std::string& queue) const {
+    auto order = q_order_.find(queue);
+    return order == q_order_.end() ? 0 : order->second.size();
+  }
+
   // Records a violation found by the caller (e.g. liveness).
   void fail(const std::string& what) {
     if (violation_.empty())
@@ -274,6 +519,93 @@ class raft_checker {
     v = value;
   }
 
+  struct queue_message {
+    std::string queue;
+    std::string id;
+    uint64_t ended = 0;          // index of the ack / purge / deletion that ended it; 0: live
+    const char* end_reason = "";
+    uint64_t first_delivery = 0; // index of its first delivery; 0: never delivered
+    uint64_t deliveries = 0;     // its delivery count (a redrive resets it)
+    uint64_t receipt = 0;        // its latest delivery
+    uint64_t deadline_ms = 0;    // when that delivery's visibility ends (shard time)
+    bool in_flight = false;      // that delivery has not failed yet
+    bool dead = false;           // in the dead-letter queue
+    bool acknowledged = false;   // its client saw the enqueue's ok
+  };
+  uint64_t q_max_deliveries(const std::string& queue) const {
+    auto i = q_max_deliveries_.find(queue);
+    return i == q_max_deliveries_.end() ? 5 : i->second; // queue::default_max_deliveries
+  }
+  // The checks of a successful ack or nack: only of the current delivery.
+  queue_message* q_settle(uint64_t index, const std::string& queue, const std::string& id,
+                          uint64_t receipt, const char* kind) {
+    auto* m = q_find(id, kind);
+    if (!m)
+      return nullptr;
+    const auto what = std::string(kind) + " of " + id + " at index " + std::to_string(index);
+    if (m->queue != queue)
+      fail("queue: " + what + " in " + queue + " succeeded, it is in " + m->queue);
+    else if (m->ended != 0)
+      fail("queue: " + what + " succeeded after it was " + m->end_reason + " at index "
+           + std::to_string(m->ended));
+    else if (!m->in_flight)
+      fail("queue: " + what + " succeeded, but it is not in flight");
+    else if (receipt != 0 && receipt != m->receipt)
+      fail("queue: " + what + " succeeded with receipt " + std::to_string(receipt)
+           + ", the current delivery is " + std::to_string(m->receipt));
+    else
+      return m;
+    return nullptr;
+  }
+  // A delivery failed (nack or visibility timeout): it dies iff its count reached the
+  // queue's max_deliveries (as configured when it fails).
+  void q_failed(uint64_t index, queue_message& m, bool died, const char* why) {
+    m.in_flight = false;
+    q_in_flight_.erase(q_ids_.at(m.id));
+    const auto limit = q_max_deliveries(m.queue);
+    if (died != (m.deliveries >= limit))
+      fail("queue: " + m.id + " after " + std::to_string(m.deliveries) + " deliveries (max "
+           + std::to_string(limit) + ") failed by " + why + " at index " + std::to_string(index)
+           + (died ? " and went" : " but did not go") + " to the dead-letter queue");
+    m.dead = died;
+  }
+  // The `count` oldest dead messages of `queue`, which must be min(max, its DLQ size).
+  std::vector<uint64_t> q_oldest_dead(uint64_t index, const std::string& queue, uint64_t max,
+                                      uint64_t count, const char* what) {
+    std::vector<uint64_t> dead;
+    size_t all = 0;
+    if (auto order = q_order_.find(queue); order != q_order_.end())
+      for (auto e : order->second) {
+        const auto& m = q_msgs_.at(e);
+        if (m.ended == 0 && m.dead && all++ < count)
+          dead.push_back(e);
+      }
+    if (count != std::min<uint64_t>(max, all))
+      fail("queue: " + std::string(what) + " of " + queue + " at index " + std::to_string(index)
+           + " moved " + std::to_string(count) + " of max " + std::to_string(max) + ", the DLQ held "
+           + std::to_string(all));
+    return dead;
+  }
+  queue_message* q_find(const std::string& id, const char* what) {
+    auto i = q_ids_.find(id);
+    if (i == q_ids_.end()) {
+      fail(std::string("queue: ") + what + " of " + id + ", which no committed enqueue created");
+      return nullptr;
+    }
+    return &q_msgs_.at(i->second);
+  }
+  void q_end(queue_message& m, uint64_t index, const char* why) {
+    m.ended = index;
+    m.end_reason = why;
+    m.dead = false;
+    if (m.in_flight) {
+      m.in_flight = false;
+      q_in_flight_.erase(q_ids_.at(m.id));
+    }
+    if (m.first_delivery == 0)
+      q_undelivered_[m.queue].erase(q_ids_.at(m.id));
+  }
+
   struct lock_seen {
     uint64_t incarnation;
     uint64_t last_token;
@@ -293,6 +625,15 @@ class raft_checker {
   std::unordered_map<std::string, lock_seen> lock_seen_;         // node -> last lock table state
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> lock_by_index_; // index -> (last token, now_ms)
   std::unordered_map<uint64_t, uint64_t> lock_tables_;            // index -> lock table hash
+  std::unordered_map<uint64_t, uint64_t> queue_shards_;           // index -> queue shard hash
+  uint64_t q_last_ = 0;                                   // last queue command observed
+  uint64_t q_now_ = 0;                                    // the shard's time after it
+  std::map<uint64_t, queue_message> q_msgs_;              // enqueue index -> message
+  std::unordered_map<std::string, uint64_t> q_ids_;       // id -> enqueue index
+  std::map<std::string, std::set<uint64_t>> q_order_;     // queue -> enqueue indexes
+  std::map<std::string, std::set<uint64_t>> q_undelivered_; // queue -> live, never delivered
+  std::set<uint64_t> q_in_flight_;                        // enqueue indexes in flight
+  std::map<std::string, uint64_t> q_max_deliveries_;      // configured queues
 };
 
 } // namespace dsync::sim

@@ -1,6 +1,7 @@
 #include "tests/sim/raft_sim.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -15,6 +16,7 @@
 
 #include "protocols/codec.hpp"
 #include "protocols/locks/lock_table.hpp"
+#include "protocols/queue/queue_shard.hpp"
 #include "protocols/raft/core.hpp"
 #include "protocols/raft/rng.hpp"
 #include "tests/sim/raft_invariants.hpp"
@@ -38,17 +40,26 @@ void sim_stats::add(const sim_stats& o) {
   lock_commands += o.lock_commands;
   lock_grants += o.lock_grants;
   lock_deadlocks += o.lock_deadlocks;
+  queue_commands += o.queue_commands;
+  queue_enqueued += o.queue_enqueued;
+  queue_deliveries += o.queue_deliveries;
+  queue_acks += o.queue_acks;
+  queue_dead_letters += o.queue_dead_letters;
+  drain_ticks += o.drain_ticks;
+  max_drain_ticks = std::max(max_drain_ticks, o.max_drain_ticks);
   liveness_ticks += o.liveness_ticks;
   max_liveness_ticks = std::max(max_liveness_ticks, o.max_liveness_ticks);
 }
 
 std::string sim_stats::to_string() const {
-  char buf[800];
+  char buf[1200];
   std::snprintf(buf, sizeof buf,
                 "ticks=%llu messages=%llu committed=%llu leaders=%llu crashes=%llu partitions=%llu "
                 "snapshots_installed=%llu compactions=%llu conf_changes=%llu transfers=%llu "
                 "reads=%llu lock_commands=%llu lock_grants=%llu lock_deadlocks=%llu "
-                "liveness_ticks=%llu max_liveness_ticks=%llu",
+                "queue_commands=%llu queue_enqueued=%llu queue_deliveries=%llu queue_acks=%llu "
+                "queue_dead_letters=%llu "
+                "liveness_ticks=%llu max_liveness_ticks=%llu drain_ticks=%llu max_drain_ticks=%llu",
                 (unsigned long long) ticks, (unsigned long long) messages,
                 (unsigned long long) committed, (unsigned long long) leaders,
                 (unsigned long long) crashes, (unsigned long long) partitions,
@@ -56,8 +67,12 @@ std::string sim_stats::to_string() const {
                 (unsigned long long) conf_changes, (unsigned long long) transfers,
                 (unsigned long long) reads, (unsigned long long) lock_commands,
                 (unsigned long long) lock_grants, (unsigned long long) lock_deadlocks,
+                (unsigned long long) queue_commands, (unsigned long long) queue_enqueued,
+                (unsigned long long) queue_deliveries, (unsigned long long) queue_acks,
+                (unsigned long long) queue_dead_letters,
                 (unsigned long long) liveness_ticks,
-                (unsigned long long) max_liveness_ticks);
+                (unsigned long long) max_liveness_ticks, (unsigned long long) drain_ticks,
+                (unsigned long long) max_drain_ticks);
   return buf;
 }
 
@@ -82,6 +97,26 @@ std::string lock_entry(uint64_t seq, const locks::command& c) {
 
 bool is_lock_entry(const entry& e) {
   return e.type == entry_type::normal && !e.data.empty() && e.data[0] == lock_entry_tag;
+}
+
+// The queue shard the nodes replicate beside the lock table: three queues. q0 is the
+// checked one: never deleted or purged, and drained in the liveness phase.
+const std::vector<std::string> sim_queues = {"q0", "q1", "q2"};
+const std::string& checked_queue = sim_queues[0];
+
+// A queue command entry: 'Q', the proposal number (the client's handle on its answer),
+// the command.
+constexpr char queue_entry_tag = 'Q';
+constexpr size_t queue_entry_header = 1 + 8;
+
+std::string queue_entry(uint64_t seq, const queue::command& c) {
+  std::string out(1, queue_entry_tag);
+  codec::put_u64(out, seq);
+  return out + queue::encode(c);
+}
+
+bool is_queue_entry(const entry& e) {
+  return e.type == entry_type::normal && !e.data.empty() && e.data[0] == queue_entry_tag;
 }
 
 // FNV-1a over 8-byte words: it runs on every entry (several times) and on the lock
@@ -140,6 +175,8 @@ struct sim_node {
   uint64_t sm_index = 0;
   uint64_t sm_hash = 0;
   locks::table locks;
+  queue::shard queue{0}; // the shard id is set when the node starts
+  uint64_t queue_digest_at = UINT64_MAX; // the shard's last index when its digest was taken
   uint64_t clock_lag_ms = 0; // this node's clock runs behind the simulated time
   uint64_t commit_seen = 0;     // commit index already registered with the checker
   uint64_t leader_checked = 0;  // term whose leader completeness was checked
@@ -292,12 +329,18 @@ class simulation {
     ++stats_.crashes;
   }
 
-  // Snapshot data: "index:chain:length:" + the lock table's snapshot (length bytes) + padding.
+  // Snapshot data: "index:chain:length:queue_length:" + the lock table's snapshot (length
+  // bytes) + the queue shard's snapshot (queue_length bytes) + padding.
   static std::string snapshot_data(const sim_node& n, size_t padding) {
     auto table = n.locks.snapshot();
+    auto shard = n.queue.snapshot();
     return std::to_string(n.sm_index) + ":" + std::to_string(n.sm_hash) + ":"
-           + std::to_string(table.size()) + ":" + table + std::string(padding, 's');
+           + std::to_string(table.size()) + ":" + std::to_string(shard.size()) + ":" + table
+           + shard + std::string(padding, 's');
   }
+
+  // Every node's shard has the Raft group's id (so message ids read "<group>-<index>").
+  uint64_t shard_id() const { return p_.base.group; }
 
   void restore_state_machine(size_t i, const snapshot& snap) {
     auto& n = nodes_[i];
@@ -305,31 +348,46 @@ class simulation {
       n.sm_index = 0;
       n.sm_hash = 0;
       n.locks = locks::table{};
+      n.queue = queue::shard(shard_id());
       check_lock_table(i, 0);
+      n.queue_digest_at = UINT64_MAX;
+      check_queue_shard(i);
       return;
     }
     unsigned long long idx = 0;
     unsigned long long hash = 0;
     unsigned long long len = 0;
+    unsigned long long qlen = 0;
     int used = 0;
-    if (std::sscanf(snap.data.c_str(), "%llu:%llu:%llu:%n", &idx, &hash, &len, &used) != 3
+    if (std::sscanf(snap.data.c_str(), "%llu:%llu:%llu:%llu:%n", &idx, &hash, &len, &qlen, &used) != 4
         || idx != snap.metadata.index) {
       chk_.fail(n.id + ": snapshot data does not match its metadata index "
                 + std::to_string(snap.metadata.index));
       return;
     }
+    const auto at = static_cast<size_t>(used);
     locks::table table;
-    if (static_cast<size_t>(used) + len > snap.data.size()
-        || !table.restore(snap.data.substr(static_cast<size_t>(used), len))) {
+    if (at + len > snap.data.size() || !table.restore(snap.data.substr(at, len))) {
       chk_.fail(n.id + ": the lock table in the snapshot at " + std::to_string(idx)
+                + " does not restore");
+      return;
+    }
+    queue::shard shard(shard_id());
+    if (at + len + qlen > snap.data.size() || !shard.restore(snap.data.substr(at + len, qlen))) {
+      chk_.fail(n.id + ": the queue shard in the snapshot at " + std::to_string(idx)
                 + " does not restore");
       return;
     }
     n.sm_index = idx;
     n.sm_hash = hash;
     n.locks = std::move(table);
+    n.queue = std::move(shard);
     chk_.on_state(n.id, idx, hash);
     check_lock_table(i, idx);
+    n.queue_digest_at = UINT64_MAX;
+    check_queue_shard(i);
+    for (const auto& q : sim_queues)
+      check_queue(i, idx, q);
   }
 
   // ---- the lock table ----
@@ -499,6 +557,248 @@ class simulation {
     }
   }
 
+  // ---- the queue shard ----
+
+  // What a simulated client does: enqueue unique payloads, dequeue, ack or nack the
+  // deliveries it learned about (sometimes quoting a wrong receipt, receipt 0 or another
+  // shard's id), configure small max_deliveries so that messages die, redrive, and on the
+  // unchecked queues delete the queue or purge its DLQ. The leader's expire comes from
+  // queue_maintenance; a lagging expire from anywhere is legal too.
+  queue::command random_queue_command(uint64_t now_ms) {
+    auto& r = queue_rng_;
+    queue::command c;
+    c.now_ms = now_ms;
+    const auto pick = r.below(10);
+    c.queue = sim_queues[pick < 5 ? 0 : pick < 8 ? 1 : 2];
+    auto roll = r.below(100);
+    if (roll >= 55 && roll < 83 && held_.empty())
+      roll = 30; // nothing to ack or nack: dequeue instead
+    if (roll < 30) {
+      c.kind = queue::op::enqueue;
+      c.payload = "p" + std::to_string(++payload_seq_);
+    } else if (roll < 55) {
+      c.kind = queue::op::dequeue;
+      c.consumer = "c" + std::to_string(r.below(3));
+      c.max = r.chance(1, 50) ? 0 : 1 + r.below(4); // 0 is refused (bad_request)
+      c.visibility_ms = 50 + r.below(1951);
+    } else if (roll < 83) {
+      c.kind = roll < 73 ? queue::op::ack : queue::op::nack;
+      const auto k = static_cast<size_t>(r.below(held_.size()));
+      const auto h = held_[k];
+      c.queue = h.queue;
+      c.id = h.id;
+      c.receipt = h.receipt;
+      const auto variant = r.below(20);
+      if (variant < 3)
+        c.receipt = 0; // the current delivery, whatever it is
+      else if (variant < 5)
+        c.receipt = h.receipt + 1; // not this delivery's receipt
+      else if (variant < 6)
+        c.id = std::to_string(shard_id() + 1) + "-" + std::to_string(h.receipt); // another shard's
+      if (c.kind == queue::op::nack)
+        c.delay_ms = r.chance(1, 2) ? 0 : 50 + r.below(951);
+      if (!r.chance(1, 5)) // else kept: quoted again later, stale by then
+        held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(k));
+    } else if (roll < 88) {
+      c.kind = queue::op::configure;
+      c.max_deliveries = r.chance(1, 5) ? 1 + r.below(5) : 2 + r.below(2);
+    } else if (roll < 94) {
+      c.kind = queue::op::redrive;
+      c.max = 1 + r.below(4);
+    } else if (roll < 96) {
+      c.kind = queue::op::delete_queue;
+      c.queue = sim_queues[1 + r.below(2)];
+    } else if (roll < 98) {
+      c.kind = queue::op::purge_dead;
+      c.queue = sim_queues[1 + r.below(2)];
+      c.max = 1 + r.below(4);
+    } else {
+      c.kind = queue::op::expire;
+    }
+    return c;
+  }
+
+  // Registers a queue proposal `node` accepted: its client learns the outcome when that
+  // node (in this incarnation) applies the entry.
+  void track_queue_proposal(size_t node, uint64_t seq) {
+    pending_[seq] = pending_proposal{node, nodes_[node].incarnation};
+  }
+
+  bool propose_queue_command(size_t i, const queue::command& c) {
+    const auto seq = ++proposal_seq_;
+    auto r = nodes_[i].raft->propose(queue_entry(seq, c));
+    if (r.ok()) {
+      track_queue_proposal(i, seq);
+      if (verbose_)
+        trace("%s proposes queue %s %s at %llu/%llu", nodes_[i].id.c_str(), queue::to_string(c.kind),
+              c.queue.c_str(), ull(r.index), ull(r.term));
+    }
+    check_node(i);
+    return r.ok();
+  }
+
+  // The shard's leader proposes expire once the next deadline has passed on its clock.
+  void queue_maintenance() {
+    auto l = leader_index();
+    if (l == nodes_.size())
+      return;
+    queue::command c;
+    c.kind = queue::op::expire;
+    c.now_ms = clock_ms(l);
+    if (auto d = nodes_[l].queue.next_deadline(); d && *d <= c.now_ms && now_ >= queue_expire_again_at_)
+      if (propose_queue_command(l, c))
+        queue_expire_again_at_ = now_ + 5; // one in flight at a time, roughly
+  }
+
+  // Applies a committed queue command to the node's shard and folds the outcome and the
+  // events into its hash chain. The first application of an index anywhere reports the
+  // outcome to the checker (log order); the proposing node's client learns it.
+  void apply_queue_entry(size_t i, const entry& e) {
+    auto& n = nodes_[i];
+    queue::command c;
+    uint64_t seq = 0;
+    codec::reader header{std::string_view(e.data).substr(1, 8)};
+    if (e.data.size() < queue_entry_header || !header.get_u64(seq)
+        || !queue::decode(std::string_view(e.data).substr(queue_entry_header), c)) {
+      chk_.fail(n.id + ": queue command at index " + std::to_string(e.index) + " does not decode");
+      return;
+    }
+    const bool first = e.index > queue_counted_;
+    std::vector<queue::event> events;
+    auto o = n.queue.apply(e.index, c, events);
+    n.sm_hash = mix(n.sm_hash, hash_words(queue::encode(o)));
+    for (const auto& ev : events)
+      n.sm_hash = mix(mix(n.sm_hash, static_cast<uint64_t>(ev.what)),
+                      mix(hash_words(ev.queue + "/" + ev.id), ev.count));
+    if (first) {
+      queue_counted_ = e.index;
+      observe_queue_outcome(e.index, c, o, events);
+    }
+    if (auto p = pending_.find(seq);
+        p != pending_.end() && p->second.node == i && p->second.incarnation == n.incarnation) {
+      pending_.erase(p);
+      learn_queue_outcome(c, o);
+    }
+    // Only the named queue changed; an expire changed the queues its events name.
+    if (c.kind != queue::op::expire) {
+      check_queue(i, e.index, c.queue);
+    } else {
+      std::set<std::string> touched;
+      for (const auto& ev : events)
+        touched.insert(ev.queue);
+      for (const auto& q : touched)
+        check_queue(i, e.index, q);
+    }
+  }
+
+  void observe_queue_outcome(uint64_t index, const queue::command& c, const queue::outcome& o,
+                             const std::vector<queue::event>& events) {
+    ++stats_.queue_commands;
+    chk_.on_queue_command(index, c.now_ms);
+    const bool ok = o.result == queue::code::ok;
+    switch (c.kind) {
+      case queue::op::enqueue:
+        if (ok) {
+          ++stats_.queue_enqueued;
+          chk_.on_enqueued(index, c.queue, o.id);
+        }
+        break;
+      case queue::op::dequeue:
+        for (const auto& d : o.messages)
+          chk_.on_delivered(index, c.queue, d.id, d.receipt, d.deliveries, c.visibility_ms);
+        stats_.queue_deliveries += o.messages.size();
+        break;
+      case queue::op::ack:
+        if (ok) {
+          ++stats_.queue_acks;
+          chk_.on_acked(index, c.queue, c.id, c.receipt);
+        }
+        break;
+      case queue::op::nack:
+        if (ok)
+          chk_.on_nacked(index, c.queue, c.id, c.receipt, o.dead_lettered);
+        break;
+      case queue::op::expire: {
+        std::vector<std::string> expired;
+        std::vector<std::string> dead;
+        for (const auto& ev : events)
+          if (ev.what == queue::event::kind::expired)
+            expired.push_back(ev.id);
+          else if (ev.what == queue::event::kind::dead_lettered)
+            dead.push_back(ev.id);
+        chk_.on_expired(index, expired, dead);
+        break;
+      }
+      case queue::op::delete_queue:
+        if (ok)
+          chk_.on_queue_deleted(index, c.queue);
+        break;
+      case queue::op::purge_dead:
+        if (ok)
+          chk_.on_purged(index, c.queue, c.max, o.count);
+        break;
+      case queue::op::redrive:
+        if (ok)
+          chk_.on_redriven(index, c.queue, c.max, o.count);
+        break;
+      case queue::op::configure:
+        if (ok)
+          chk_.on_queue_configured(index, c.queue, c.max_deliveries);
+        break;
+    }
+    for (const auto& ev : events)
+      stats_.queue_dead_letters += ev.what == queue::event::kind::dead_lettered;
+    if (verbose_)
+      trace("queue command %llu: %s %s -> %s, %zu delivered, count %llu, %zu events", ull(index),
+            queue::to_string(c.kind), c.queue.c_str(), queue::to_string(o.result),
+            o.messages.size(), ull(o.count), events.size());
+  }
+
+  // The client of a proposal hears its outcome (from the node that accepted it).
+  void learn_queue_outcome(const queue::command& c, const queue::outcome& o) {
+    if (o.result != queue::code::ok)
+      return;
+    if (c.kind == queue::op::enqueue) {
+      chk_.on_enqueue_acknowledged(o.id);
+    } else if (c.kind == queue::op::dequeue) {
+      for (const auto& d : o.messages)
+        held_.push_back(held_delivery{c.queue, d.id, d.receipt});
+      if (held_.size() > 32) // consumers that never answer: their deliveries time out
+        held_.erase(held_.begin(), held_.begin() + static_cast<std::ptrdiff_t>(held_.size() - 32));
+    }
+  }
+
+  // The shard's invariants on one node: the digest of its snapshot at the end of each
+  // batch and after a restore (like the lock table; every answer and event of every
+  // index is in the hash chain besides), and after every queue command it applies the
+  // contents of the queue the command named (for an expire: the queues its events name;
+  // after a restore: all). The digest is keyed by the shard's last applied queue command
+  // (its state at every index up to the next one), and taken once per node and state.
+  void check_queue_shard(size_t i) {
+    auto& n = nodes_[i];
+    const auto at = n.queue.last_index();
+    if (at == n.queue_digest_at)
+      return;
+    n.queue_digest_at = at;
+    chk_.on_queue_shard(n.id, at, hash_words(n.queue.snapshot()));
+  }
+
+  void check_queue(size_t i, uint64_t index, const std::string& q) {
+    const auto& n = nodes_[i];
+    const auto s = n.queue.stats(q);
+    std::vector<std::string> dead;
+    if (s.dead > 0)
+      for (const auto& m : n.queue.list_dead(q).messages)
+        dead.push_back(m.id);
+    chk_.on_queue_contents(
+        n.id, index, q,
+        [&](const std::string& id) {
+          auto m = n.queue.find(q, id);
+          return m ? static_cast<int>(m->where) : 0;
+        },
+        std::array<uint64_t, 4>{s.ready, s.in_flight, s.delayed, s.dead}, dead);
+  }
+
   // ---- network ----
 
   bool link_ok(const node_id& from, const node_id& to) const {
@@ -593,7 +893,10 @@ class simulation {
       auto prev = n.sm_index;
       n.sm_hash = mix(mix(n.sm_hash, e.index), mix(e.term, digest_of(e)));
       n.sm_index = e.index;
-      apply_lock_entry(i, e);
+      if (is_lock_entry(e))
+        apply_lock_entry(i, e);
+      else if (is_queue_entry(e))
+        apply_queue_entry(i, e);
       chk_.on_applied(n.id, e.index, e.term, digest_of(e), prev, n.sm_hash);
       if (e.type == entry_type::conf_change && counted_conf_.insert(e.index).second) {
         ++stats_.conf_changes;
@@ -603,8 +906,10 @@ class simulation {
               rec.change.node.c_str(), raft::to_string(rec.config).c_str());
       }
     }
-    if (!rd.committed_entries.empty())
+    if (!rd.committed_entries.empty()) {
       check_lock_table(i, n.sm_index);
+      check_queue_shard(i);
+    }
     for (const auto& r : rd.read_states) {
       if (!r.ok)
         continue;
@@ -827,7 +1132,10 @@ class simulation {
     auto i = random_up_node();
     if (i == nodes_.size())
       return;
-    auto data = lock_entry(++proposal_seq_, random_lock_command(clock_ms(i)));
+    const bool for_queue = queue_rng_.chance(1, 2);
+    const auto seq = ++proposal_seq_;
+    auto data = for_queue ? queue_entry(seq, random_queue_command(clock_ms(i)))
+                          : lock_entry(seq, random_lock_command(clock_ms(i)));
     auto r = nodes_[i].raft->propose(data);
     if (r.code == errc::not_leader && !r.leader_hint.empty()) {
       // The actor layer forwards to the leader it was told about.
@@ -836,6 +1144,8 @@ class simulation {
         r = nodes_[j].raft->propose(data);
       i = j;
     }
+    if (r.ok() && for_queue)
+      track_queue_proposal(i, seq);
     if (r.ok() && verbose_)
       trace("proposal %llu accepted by %s at %llu/%llu", ull(proposal_seq_), nodes_[i].id.c_str(),
             ull(r.index), ull(r.term));
@@ -950,6 +1260,8 @@ class simulation {
         read_somewhere();
       if (chk_.ok())
         lock_maintenance();
+      if (chk_.ok())
+        queue_maintenance();
     }
     if (chk_.ok())
       process_readies();
@@ -1024,6 +1336,80 @@ class simulation {
     if (chk_.ok() && !all_members_applied(index))
       chk_.fail("liveness: members did not apply committed index " + std::to_string(index)
                 + " within " + std::to_string(400 + 4 * backlog) + " ticks");
+    if (chk_.ok())
+      drain_phase(index);
+  }
+
+  // 3. The checked queue drains: a consumer on the leader dequeues and acks until the
+  // queue is empty at the leader's commit index (the leader's expire fires meanwhile,
+  // its DLQ is redriven), and then every committed enqueue of it must have been
+  // delivered and acked. No enqueue can commit any more: the liveness proposal at
+  // `index` committed the leader's whole log, and nobody proposes one now.
+  void drain_phase(uint64_t index) {
+    const auto& q = checked_queue;
+    const auto start_tick = now_;
+    const auto deadline = now_ + drain_limit_ticks;
+    uint64_t next_dequeue = 0;
+    queue::queue_stats s;
+    bool drained = false;
+    while (now_ < deadline && chk_.ok()) {
+      if (auto l = leader_index(); l < nodes_.size()) {
+        const auto& n = nodes_[l];
+        s = n.queue.stats(q);
+        if (n.sm_index >= index && n.sm_index == n.raft->commit_index()
+            && s.ready + s.in_flight + s.delayed + s.dead == 0) {
+          drained = true;
+          break;
+        }
+        // Ack what the clients were handed (the drain's own deliveries among them).
+        for (size_t k = 0; k < held_.size();) {
+          if (held_[k].queue != q) {
+            ++k;
+            continue;
+          }
+          queue::command c;
+          c.kind = queue::op::ack;
+          c.now_ms = clock_ms(l);
+          c.queue = q;
+          c.id = held_[k].id;
+          c.receipt = held_[k].receipt;
+          propose_queue_command(l, c);
+          held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(k));
+        }
+        if (now_ >= next_dequeue && (s.ready > 0 || s.dead > 0)) {
+          queue::command c;
+          c.now_ms = clock_ms(l);
+          c.queue = q;
+          if (s.dead > 0) {
+            c.kind = queue::op::redrive;
+            c.max = queue::max_dequeue;
+          } else {
+            c.kind = queue::op::dequeue;
+            c.consumer = "drain";
+            c.max = 10;
+            c.visibility_ms = 1000;
+          }
+          propose_queue_command(l, c);
+          next_dequeue = now_ + 5;
+        }
+        queue_maintenance();
+      }
+      if (chk_.ok())
+        step(false);
+    }
+    if (!chk_.ok())
+      return;
+    if (!drained) {
+      chk_.fail("liveness: " + q + " not drained within " + std::to_string(drain_limit_ticks)
+                + " ticks (ready " + std::to_string(s.ready) + ", in flight "
+                + std::to_string(s.in_flight) + ", delayed " + std::to_string(s.delayed)
+                + ", dead " + std::to_string(s.dead) + " on the leader)");
+      return;
+    }
+    chk_.check_queue_drained(q);
+    stats_.drain_ticks = stats_.max_drain_ticks = now_ - start_tick;
+    trace("%s drained in %llu ticks: %zu messages, all delivered and acked", q.c_str(),
+          ull(now_ - start_tick), chk_.queue_messages(q));
   }
 
   bool all_members_applied(uint64_t index) const {
@@ -1041,6 +1427,7 @@ class simulation {
   uint64_t seed_;
   rng rng_;
   rng lock_rng_{mix(seed_, 0x10c7ab1e)}; // lock commands: the fault schedule keeps rng_
+  rng queue_rng_{mix(seed_, 0x0e0e0e0e)}; // queue commands, and lock or queue
   bool verbose_;
   params p_;
   std::vector<sim_node> nodes_;
@@ -1061,6 +1448,22 @@ class simulation {
   uint64_t renewed_term_ = 0;  // the last term whose leader proposed renew_all
   uint64_t expire_again_at_ = 0; // the leader's next expire proposal waits until this tick
   uint64_t lock_counted_ = 0;  // the highest index counted in the lock stats
+  // The queue shard's clients.
+  static constexpr uint64_t drain_limit_ticks = 2000;
+  struct pending_proposal {
+    size_t node;          // the node that accepted it: the client hears from it only
+    uint64_t incarnation; // ... unless it restarted meanwhile
+  };
+  struct held_delivery {
+    std::string queue;
+    std::string id;
+    uint64_t receipt;
+  };
+  std::unordered_map<uint64_t, pending_proposal> pending_; // queue proposals by number
+  std::vector<held_delivery> held_;  // deliveries clients learned about, oldest first
+  uint64_t payload_seq_ = 0;         // payloads are unique per proposal
+  uint64_t queue_counted_ = 0;       // the highest index reported to the checker
+  uint64_t queue_expire_again_at_ = 0;
 };
 
 } // namespace
@@ -1142,6 +1545,189 @@ std::string run_checker_self_test() {
     c.on_lock_state("a", 0, 3, 5, 100);
     c.on_lock_state("b", 0, 3, 6, 100);
   });
+  // The queue shard. q(c) replays a small legal prefix: "7-1" and "7-2" enqueued in q,
+  // "7-1" delivered at 3 (visibility 100 ms, shard time 10).
+  auto q = [](raft_checker& c) {
+    c.on_queue_command(1, 10);
+    c.on_enqueued(1, "q", "7-1");
+    c.on_queue_command(2, 10);
+    c.on_enqueued(2, "q", "7-2");
+    c.on_queue_command(3, 10);
+    c.on_delivered(3, "q", "7-1", 3, 1, 100);
+  };
+  auto contents = [](raft_checker& c, uint64_t index, std::map<std::string, int> where,
+                     std::array<uint64_t, 4> counts, std::vector<std::string> dead = {}) {
+    c.on_queue_contents("a", index, "q", [&](const std::string& id) { return where[id]; }, counts, dead);
+  };
+  expect_violation("another queue shard at the same index", [](raft_checker& c) {
+    c.on_queue_shard("a", 3, 111);
+    c.on_queue_shard("b", 3, 112);
+  });
+  expect_violation("a message id given twice", [](raft_checker& c) {
+    c.on_enqueued(5, "q", "7-5");
+    c.on_enqueued(5, "q", "7-5");
+  });
+  expect_violation("an enqueue answering another index's id",
+                   [](raft_checker& c) { c.on_enqueued(5, "q", "7-6"); });
+  expect_violation("an acked message delivered again", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_command(4, 20);
+    c.on_acked(4, "q", "7-1", 3);
+    c.on_queue_command(5, 500);
+    c.on_delivered(5, "q", "7-1", 5, 2, 100);
+  });
+  expect_violation("first deliveries out of enqueue order (the older one never acknowledged)",
+                   [](raft_checker& c) {
+    c.on_enqueued(1, "q", "7-1");
+    c.on_enqueued(2, "q", "7-2");
+    c.on_enqueue_acknowledged("7-2");
+    c.on_delivered(3, "q", "7-2", 3, 1, 100);
+  });
+  expect_violation("a first delivery counting 2 deliveries", [](raft_checker& c) {
+    c.on_enqueued(1, "q", "7-1");
+    c.on_delivered(2, "q", "7-1", 2, 2, 100);
+  });
+  expect_violation("a message delivered again while in flight", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_command(4, 50);
+    c.on_delivered(4, "q", "7-1", 4, 2, 100);
+  });
+  expect_violation("a delivery of a message of another queue", [&](raft_checker& c) {
+    q(c);
+    c.on_delivered(4, "r", "7-2", 4, 1, 100);
+  });
+  expect_violation("a delivery of an id no enqueue created",
+                   [&](raft_checker& c) { c.on_delivered(4, "q", "7-9", 4, 1, 100); });
+  expect_violation("an ack with a stale receipt succeeded", [&](raft_checker& c) {
+    q(c);
+    c.on_acked(4, "q", "7-1", 2);
+  });
+  expect_violation("an ack of a message not in flight succeeded", [&](raft_checker& c) {
+    q(c);
+    c.on_acked(4, "q", "7-2", 0);
+  });
+  expect_violation("a nacked delivery acked", [&](raft_checker& c) {
+    q(c);
+    c.on_nacked(4, "q", "7-1", 3, false);
+    c.on_acked(5, "q", "7-1", 3);
+  });
+  expect_violation("an expire that left a due delivery in flight", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_command(4, 110);
+    c.on_expired(4, {}, {});
+  });
+  expect_violation("an expire of a delivery not yet due", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_command(4, 109);
+    c.on_expired(4, {"7-1"}, {});
+  });
+  expect_violation("a purge of more messages than the DLQ held", [&](raft_checker& c) {
+    q(c);
+    c.on_purged(4, "q", 4, 1);
+  });
+  expect_violation("a redrive of more messages than the DLQ held", [&](raft_checker& c) {
+    q(c);
+    c.on_redriven(4, "q", 4, 1);
+  });
+  expect_violation("a nack at max_deliveries not dead-lettered", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_configured(4, "q", 1);
+    c.on_nacked(5, "q", "7-1", 3, false);
+  });
+  expect_violation("a timeout under max_deliveries dead-lettered", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_command(4, 200);
+    c.on_expired(4, {"7-1"}, {"7-1"});
+  });
+  expect_violation("a dead message delivered", [&](raft_checker& c) {
+    q(c);
+    c.on_queue_configured(4, "q", 1);
+    c.on_nacked(5, "q", "7-1", 3, true);
+    c.on_delivered(6, "q", "7-1", 6, 2, 100);
+  });
+  expect_violation("a delivery count that skips one", [&](raft_checker& c) {
+    q(c);
+    c.on_nacked(4, "q", "7-1", 3, false);
+    c.on_delivered(5, "q", "7-1", 5, 3, 100);
+  });
+  expect_violation("a committed enqueue lost on a node", [&](raft_checker& c) {
+    q(c);
+    contents(c, 3, {{"7-1", 2}}, {0, 1, 0, 0});
+  });
+  expect_violation("an acked message back in the counters", [&](raft_checker& c) {
+    q(c);
+    c.on_acked(4, "q", "7-1", 0);
+    contents(c, 4, {{"7-2", 1}}, {2, 0, 0, 0});
+  });
+  expect_violation("a message counted in two states", [&](raft_checker& c) {
+    q(c);
+    contents(c, 3, {{"7-1", 2}, {"7-2", 1}}, {1, 1, 0, 1}, {"7-1"});
+  });
+  expect_violation("a DLQ list without a dead message", [&](raft_checker& c) {
+    q(c);
+    contents(c, 3, {{"7-1", 4}, {"7-2", 1}}, {1, 0, 0, 1});
+  });
+  expect_violation("liveness: a committed enqueue never delivered", [&](raft_checker& c) {
+    q(c);
+    c.on_acked(4, "q", "7-1", 3);
+    c.check_queue_drained("q");
+  });
+  expect_violation("liveness: a delivered message left in the drained queue", [&](raft_checker& c) {
+    q(c);
+    c.on_delivered(4, "q", "7-2", 4, 1, 100);
+    c.on_acked(5, "q", "7-2", 4);
+    c.check_queue_drained("q");
+  });
+  // A legal queue history passes, a lagging node's view included.
+  {
+    raft_checker c;
+    q(c);
+    c.on_enqueue_acknowledged("7-1");
+    contents(c, 2, {{"7-1", 1}, {"7-2", 1}}, {2, 0, 0, 0});
+    contents(c, 3, {{"7-1", 2}, {"7-2", 1}}, {1, 1, 0, 0});
+    c.on_queue_command(4, 5); // a lagging clock: the shard's time stays 10
+    c.on_queue_configured(4, "q", 2);
+    c.on_queue_command(5, 5);
+    c.on_nacked(5, "q", "7-1", 0, false); // 1 delivery of 2
+    c.on_queue_command(6, 20);
+    c.on_delivered(6, "q", "7-1", 6, 2, 100);
+    c.on_delivered(6, "q", "7-2", 6, 1, 100);
+    c.on_queue_command(7, 130);
+    c.on_expired(7, {"7-1", "7-2"}, {"7-1"});
+    contents(c, 7, {{"7-1", 4}, {"7-2", 1}}, {1, 0, 0, 1}, {"7-1"});
+    c.on_queue_command(8, 130);
+    c.on_redriven(8, "q", 4, 1);
+    c.on_queue_command(9, 130);
+    c.on_delivered(9, "q", "7-1", 9, 1, 100); // counted afresh after the redrive
+    c.on_delivered(9, "q", "7-2", 9, 2, 100);
+    c.on_queue_command(10, 140);
+    c.on_nacked(10, "q", "7-2", 9, true);
+    c.on_queue_command(11, 140);
+    c.on_purged(11, "q", 4, 1);
+    c.on_queue_command(12, 150);
+    c.on_acked(12, "q", "7-1", 9);
+    contents(c, 12, {}, {0, 0, 0, 0});
+    contents(c, 4, {{"7-1", 2}, {"7-2", 1}}, {1, 1, 0, 0}); // a node still at index 4
+    c.on_queue_command(13, 150);
+    c.on_enqueued(13, "q", "7-13");
+    c.on_queue_command(14, 150);
+    c.on_queue_deleted(14, "q");
+    c.on_queue_command(15, 150);
+    c.on_enqueued(15, "q", "7-15");
+    c.on_queue_command(16, 150);
+    c.on_delivered(16, "q", "7-15", 16, 1, 100); // 7-13 went with its queue
+    c.on_queue_command(17, 300);
+    c.on_expired(17, {"7-15"}, {}); // the default max_deliveries again
+    c.on_queue_command(18, 300);
+    c.on_delivered(18, "q", "7-15", 18, 2, 100);
+    c.on_queue_command(19, 300);
+    c.on_acked(19, "q", "7-15", 18);
+    c.on_queue_shard("a", 19, 5);
+    c.on_queue_shard("b", 19, 5);
+    c.check_queue_drained("q");
+    if (!c.ok())
+      missed += "legal queue history rejected: " + c.violation() + "; ";
+  }
   // And a legal history passes.
   raft_checker good;
   good.on_lock_holders("a", 1, "L", 1, 0);

@@ -5,15 +5,21 @@
 // reorder), partitions (random, leader-isolating, one-way) and heals, crashes
 // and restarts that lose everything not yet persisted, client proposals,
 // membership changes (add learner, promote, remove, re-add), leader
-// transfers, read-index reads and compaction. The replicated state machine
-// is the lock table (protocols/locks): proposals are random lock commands
-// stamped with the proposer's clock (ticks * 10 ms, lagging per node), the
-// leader proposes expire when a deadline passes and renew_all once per term,
-// and every node applies them in log order and snapshots the table. After
-// every step the
+// transfers, read-index reads and compaction. The replicated state machines
+// are the lock table (protocols/locks) and a queue shard (protocols/queue) in
+// the same log, each entry tagged with the machine it is for: proposals are
+// random lock and queue commands stamped with the proposer's clock (ticks *
+// 10 ms, lagging per node), the leader proposes the lock table's expire when a
+// deadline passes and renew_all once per term, and the shard's expire when
+// its next deadline passes; every node applies them in log order and
+// snapshots both. Simulated queue clients learn the outcome of a proposal only
+// when the node that accepted it applies it (the actor answers after apply),
+// and ack or nack the deliveries they learned about. After every step the
 // invariants of raft_invariants.hpp are checked. A liveness phase follows:
 // faults stop, and the connected cluster must elect a leader and commit a new
-// proposal within a bounded number of ticks.
+// proposal within a bounded number of ticks, then drain the checked queue
+// (dequeue, ack, redrive its DLQ) so that every committed enqueue is shown to
+// have been delivered.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +42,13 @@ struct sim_stats {
   uint64_t lock_commands = 0;      // lock commands applied (counted once per index)
   uint64_t lock_grants = 0;        // new grants among them (answers and events)
   uint64_t lock_deadlocks = 0;     // requests refused with deadlock
+  uint64_t queue_commands = 0;     // queue shard commands applied (counted once per index)
+  uint64_t queue_enqueued = 0;     // enqueues that succeeded
+  uint64_t queue_deliveries = 0;   // messages handed out by dequeues
+  uint64_t queue_acks = 0;         // acks that succeeded
+  uint64_t queue_dead_letters = 0; // messages moved to a dead-letter queue
+  uint64_t drain_ticks = 0;        // ticks the liveness phase needed to drain the checked queue
+  uint64_t max_drain_ticks = 0;    // worst seed
   uint64_t liveness_ticks = 0;     // ticks the liveness phase needed
   uint64_t max_liveness_ticks = 0; // worst seed
 
