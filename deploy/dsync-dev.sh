@@ -89,6 +89,21 @@ up() {
   say "a replicated write through node-3, read back through node-2"
   curl -fsS -X PUT http://127.0.0.1:6002/v1/kv/hello -d '{"value": "world"}'; echo
   curl -fsS http://127.0.0.1:6001/v1/kv/hello; echo
+  say "a lock taken through node-1 (with its fencing token), seen from node-3, released"
+  curl -fsS -X POST http://127.0.0.1:6000/v1/locks/printer/acquire -d '{"client": "job-1", "ttl_ms": 10000}'; echo
+  curl -fsS http://127.0.0.1:6002/v1/locks/printer; echo
+  curl -fsS -X POST http://127.0.0.1:6000/v1/locks/printer/release -d '{"client": "job-1"}'; echo
+  say "a message enqueued through node-2, dequeued through node-1 (ack it with its id and receipt)"
+  curl -fsS -X POST http://127.0.0.1:6001/v1/queues/mail/messages -d '{"payload": {"to": "ann"}}'; echo
+  "$build_dir/app/dsyncctl" --node 127.0.0.1:5000 --consumer demo queue pop mail
+  say "the coherent cache: a put on node-1, reads on node-2 and node-1 (line states follow the protocol)"
+  for _ in $(seq 1 50); do
+    curl -fsS http://127.0.0.1:6000/v1/cache 2>/dev/null | grep -q '"epoch":[1-9]' && break
+    sleep 0.1
+  done
+  curl -fsS -X PUT http://127.0.0.1:6000/v1/cache/user:7 -d '{"value": "ann"}'; echo
+  curl -fsS http://127.0.0.1:6001/v1/cache/user:7; echo
+  curl -fsS http://127.0.0.1:6000/v1/cache/user:7; echo
   say "running: HTTP on 127.0.0.1:6000-6002, CAF on 5000-5002, logs in $run_dir; stop with: $0 down"
 }
 
