@@ -274,12 +274,38 @@ caf::result<T> serve(self_ptr self, bool forwarded, const std::string& queue, ca
   return rp;
 }
 
+// Serves a command of the queue's shard: validated here, committed by the shard's leader,
+// its ok outcome turned into the answer by `answer`; `as_forwarded` is the same call for
+// another node.
+template <class T, class Answer, class... Ts>
+caf::result<T> serve_command(self_ptr self, bool forwarded, const queue::command& c, Answer answer,
+                             Ts... as_forwarded);
+
 // A `remote` for serve(): the same call with forwarded = true.
 template <class T, class... Ts>
 auto forward_as(self_ptr self, Ts... xs) {
   return [=](const std::string& node, caf::timespan timeout, std::function<void(T&)> answer, error_fn failed) {
     self->state.fwd.call<T>(self, node, timeout, answer, failed, xs..., true);
   };
+}
+
+template <class T, class Answer, class... Ts>
+caf::result<T> serve_command(self_ptr self, bool forwarded, const queue::command& c, Answer answer,
+                             Ts... as_forwarded) {
+  if (auto why = queue::validate(c); !why.empty()) return queue_error(errc::bad_request, why);
+  auto group = shard_group(shard_of_queue(self, c.queue));
+  return serve<T>(
+    self, forwarded, c.queue, request_budget,
+    [=](std::function<void(T&)> ok, error_fn fail) {
+      command_ok(
+        self, group, c,
+        [=](queue::outcome& o) {
+          T x = answer(o);
+          ok(x);
+        },
+        fail);
+    },
+    forward_as<T>(self, as_forwarded...));
 }
 
 // ---- reports from the shards ----
@@ -577,29 +603,21 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
             self->state.fwd.call<T>(self, node, timeout, ok, fail, queue_dequeue_atom::value, left, true);
           });
       },
-      [=](queue_ack_atom, std::string& queue, std::string& id, uint64_t receipt, bool forwarded) -> caf::result<bool> {
+      [=](queue_ack_atom a, std::string& queue, std::string& id, uint64_t receipt, bool forwarded) -> caf::result<bool> {
         queue::command c;
         c.kind = queue::op::ack;
         c.queue = queue;
         c.id = id;
         c.receipt = receipt;
-        if (auto why = queue::validate(c); !why.empty()) return queue_error(errc::bad_request, why);
-        auto group = shard_of(queue);
-        return serve<bool>(
-          self, forwarded, queue, request_budget,
-          [=](std::function<void(bool&)> ok, error_fn fail) {
-            command_ok(
-              self, group, c,
-              [=](queue::outcome&) {
-                self->state.m.acked->inc();
-                bool acked = true;
-                ok(acked);
-              },
-              fail);
+        return serve_command<bool>(
+          self, forwarded, c,
+          [=](queue::outcome&) {
+            self->state.m.acked->inc();
+            return true;
           },
-          forward_as<bool>(self, queue_ack_atom::value, queue, id, receipt));
+          a, queue, id, receipt);
       },
-      [=](queue_nack_atom, std::string& queue, std::string& id, uint64_t receipt, uint64_t delay_ms,
+      [=](queue_nack_atom a, std::string& queue, std::string& id, uint64_t receipt, uint64_t delay_ms,
           bool forwarded) -> caf::result<bool> {
         queue::command c;
         c.kind = queue::op::nack;
@@ -607,21 +625,13 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
         c.id = id;
         c.receipt = receipt;
         c.delay_ms = delay_ms;
-        if (auto why = queue::validate(c); !why.empty()) return queue_error(errc::bad_request, why);
-        auto group = shard_of(queue);
-        return serve<bool>(
-          self, forwarded, queue, request_budget,
-          [=](std::function<void(bool&)> ok, error_fn fail) {
-            command_ok(
-              self, group, c,
-              [=](queue::outcome& o) {
-                self->state.m.nacked->inc();
-                bool dead = o.dead_lettered;
-                ok(dead);
-              },
-              fail);
+        return serve_command<bool>(
+          self, forwarded, c,
+          [=](queue::outcome& o) {
+            self->state.m.nacked->inc();
+            return o.dead_lettered;
           },
-          forward_as<bool>(self, queue_nack_atom::value, queue, id, receipt, delay_ms));
+          a, queue, id, receipt, delay_ms);
       },
       [=](queue_stats_atom, std::string& queue, bool forwarded) -> caf::result<queue_info> {
         if (auto why = check_queue(queue)) return queue_error(errc::bad_request, *why);
@@ -670,32 +680,18 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
           },
           forward_as<dead_letters>(self, queue_dlq_atom::value, queue, cursor, limit));
       },
-      [=](queue_redrive_atom, std::string& queue, uint64_t max, bool forwarded) -> caf::result<uint64_t> {
+      [=](queue_redrive_atom a, std::string& queue, uint64_t max, bool forwarded) -> caf::result<uint64_t> {
         queue::command c;
         c.kind = queue::op::redrive;
         c.queue = queue;
         c.max = max;
-        if (auto why = queue::validate(c); !why.empty()) return queue_error(errc::bad_request, why);
-        auto group = shard_of(queue);
-        return serve<uint64_t>(
-          self, forwarded, queue, request_budget,
-          [=](std::function<void(uint64_t&)> ok, error_fn fail) {
-            command_ok(self, group, c, [=](queue::outcome& o) { ok(o.count); }, fail);
-          },
-          forward_as<uint64_t>(self, queue_redrive_atom::value, queue, max));
+        return serve_command<uint64_t>(self, forwarded, c, [](queue::outcome& o) { return o.count; }, a, queue, max);
       },
-      [=](queue_delete_atom, std::string& queue, bool forwarded) -> caf::result<uint64_t> {
+      [=](queue_delete_atom a, std::string& queue, bool forwarded) -> caf::result<uint64_t> {
         queue::command c;
         c.kind = queue::op::delete_queue;
         c.queue = queue;
-        if (auto why = queue::validate(c); !why.empty()) return queue_error(errc::bad_request, why);
-        auto group = shard_of(queue);
-        return serve<uint64_t>(
-          self, forwarded, queue, request_budget,
-          [=](std::function<void(uint64_t&)> ok, error_fn fail) {
-            command_ok(self, group, c, [=](queue::outcome& o) { ok(o.count); }, fail);
-          },
-          forward_as<uint64_t>(self, queue_delete_atom::value, queue));
+        return serve_command<uint64_t>(self, forwarded, c, [](queue::outcome& o) { return o.count; }, a, queue);
       },
       [=](queue_config_atom, std::string& queue, uint64_t max_deliveries, bool forwarded) -> caf::result<queue_info> {
         queue::command c;
