@@ -10,7 +10,8 @@ import time
 
 from harness import CTL_BIN, Cluster, http, run_tests, wait_until
 
-FAST = {"PEER_PING_MS": "100", "PEER_SUSPECT_MS": "500", "PEER_DOWN_MS": "1500"}
+# Fast failure detection; few queue shards, so that tests of other things start light.
+FAST = {"PEER_PING_MS": "100", "PEER_SUSPECT_MS": "500", "PEER_DOWN_MS": "1500", "QUEUE_SHARDS": "2"}
 
 
 def group0(node):
