@@ -202,16 +202,12 @@ void progress_member_change(self_ptr self) {
   finish_member_change(self);
 }
 
-// The part of a batch that must wait for its fsync.
-void finish_batch(self_ptr self, raft::ready& rd) {
+// The part of a batch that need not wait for its fsync. Committed entries are durable on a
+// majority already (the leader counts its own log only once synced), so they are applied, and
+// their proposers answered, while this batch's new entries are still being synced; confirmed
+// reads likewise depend on the heartbeat quorum, not on this node's disk.
+void apply_batch(self_ptr self, raft::ready& rd) {
   auto& st = self->state;
-  send_all(self, rd.messages_after_append);
-  if (rd.has_snapshot) {
-    if (!st.sm->restore(rd.snapshot.data))
-      fail_stop("group " + std::to_string(st.settings.group) + ": a snapshot from the leader is malformed");
-    st.applied = rd.snapshot.metadata.index;
-    st.snapshot_index = rd.snapshot.metadata.index;
-  }
   apply_committed(self, rd.committed_entries);
   for (auto& rs : rd.read_states) {
     auto r = st.reads.find(rs.request_id);
@@ -226,6 +222,18 @@ void finish_batch(self_ptr self, raft::ready& rd) {
   }
   serve_reads(self);
   progress_member_change(self);
+}
+
+// The part of a batch that must wait for its fsync.
+void finish_batch(self_ptr self, raft::ready& rd) {
+  auto& st = self->state;
+  send_all(self, rd.messages_after_append);
+  if (rd.has_snapshot) {
+    if (!st.sm->restore(rd.snapshot.data))
+      fail_stop("group " + std::to_string(st.settings.group) + ": a snapshot from the leader is malformed");
+    st.applied = rd.snapshot.metadata.index;
+    st.snapshot_index = rd.snapshot.metadata.index;
+  }
   if (!st.stepping_down.empty() && !rd.soft.leader.empty() && rd.soft.leader != st.settings.self) {
     for (auto& p : st.stepping_down) p.deliver(true);
     st.stepping_down.clear();
@@ -268,6 +276,7 @@ void drive(self_ptr self) {
       fail_stop(std::string{"writing the Raft log failed: "} + e.what());
     }
     st.m.write_seconds->observe(std::chrono::duration<double>(self->clock().now() - t0).count());
+    apply_batch(self, rd);
     if (!rd.must_sync) {
       finish_batch(self, rd);
       continue;
@@ -399,7 +408,6 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
       caf::anon_send_exit(self->state.sync_worker, caf::exit_reason::user_shutdown);
       self->quit(msg.reason);
     });
-    self->send(self, raft_tick_atom::value);
     log::info(subsystem, "group {}: started at term {} with voters {} (log {}..{}, applied {})", settings.group,
               st.core->term(), raft::to_string(st.core->current_config()), st.store->first_index(),
               st.store->last_index(), st.applied);
@@ -512,7 +520,6 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         expire_requests(self);
         try_promote(self);
         drive(self);
-        self->delayed_send(self, self->state.settings.tick_interval, raft_tick_atom::value);
       },
       [=](member_atom, const member_status& m) {
         if (!m.node_id.empty() && (m.state == "down" || m.state == "suspected"))

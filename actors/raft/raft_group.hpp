@@ -44,7 +44,7 @@ using raft_group_actor = caf::typed_actor<
   // remove, node id). add proposes the node as a learner, waits until it caught up and
   // promotes it; both answer the configuration once the last change is applied here.
   caf::replies_to<member_change_atom, uint8_t, std::string>::with<group_status>,
-  // Internal: the tick timer.
+  // One logical tick, from the host's timer (one timer for all groups of a node).
   caf::reacts_to<raft_tick_atom>,
   // Peer links: a member that went down is unreachable for the core.
   caf::reacts_to<member_atom, member_status>>;

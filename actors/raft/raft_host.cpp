@@ -93,7 +93,12 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
     } else if (settings.expected_peers == 0) maybe_bootstrap(self);
     else log::info("raft", "waiting to reach all {} peers once to bootstrap the control group", settings.expected_peers);
     self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
+    self->send(self, raft_tick_atom::value);
     return {
+      [=](raft_tick_atom) {
+        for (auto& [id, g] : self->state.groups) self->send(g, raft_tick_atom::value);
+        self->delayed_send(self, self->state.settings.group_defaults.tick_interval, raft_tick_atom::value);
+      },
       [=](raft_atom, raft::message& m) {
         auto& st = self->state;
         auto g = st.groups.find(m.group);

@@ -33,7 +33,10 @@ using raft_host_actor = caf::typed_actor<
   caf::replies_to<member_change_atom, uint64_t, uint8_t, std::string>::with<group_status>,
   // (group, target): see raft_group.hpp.
   caf::replies_to<transfer_atom, uint64_t, std::string>::with<bool>,
-  caf::reacts_to<member_atom, member_status>>;
+  caf::reacts_to<member_atom, member_status>,
+  // Internal: the tick timer of all groups (one timer, not one per group: CAF's clock
+  // thread wakes for each timer).
+  caf::reacts_to<raft_tick_atom>>;
 
 // Opens (or creates with `bootstrap` as its initial configuration) the log of a group.
 struct log_opener {
