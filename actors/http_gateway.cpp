@@ -1,20 +1,16 @@
 #include "actors/http_gateway.hpp"
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include <array>
-#include <atomic>
 #include <chrono>
-#include <cstring>
-#include <optional>
-#include <type_traits>
-#include <thread>
+#include <functional>
+#include <future>
+#include <map>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include <caf/io/all.hpp>
 
+#include "actors/http/request_parser.hpp"
 #include "actors/log.hpp"
 #include "protocols/cache/types.hpp"
 #include "protocols/locks/lock_table.hpp"
@@ -26,59 +22,23 @@ namespace {
 
 using json = nlohmann::json;
 using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
 
-constexpr size_t max_path_bytes = 1024;
 constexpr auto request_timeout = 5s;
+constexpr auto read_timeout = 10s;   // a request that has begun must arrive within this
+constexpr auto idle_timeout = 60s;   // a keep-alive connection with nothing to do is closed
+constexpr size_t read_chunk = 64 * 1024;
+constexpr size_t max_drained_bytes = 64 << 20;  // a refused body larger than this is cut off
+constexpr auto tick_interval = 250ms;  // how often request deadlines and stalled connections are checked
 
-void send_json(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(), "application/json");
-}
+using gateway_tick_atom = caf::atom_constant<caf::atom("gw_tick")>;
 
-void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message) {
-  send_json(res, status, json{{"error", code}, {"message", message}});
-}
-
-// The human part of an error: a dsync error's reason, or CAF's rendering of another.
+// The message of an error: a dsync error's reason, or CAF's rendering of another.
 std::string message_of(const caf::error& err) {
   if (err.category() == caf::atom("dsync") && err.context().match_elements<std::string>())
     return err.context().get_as<std::string>(0);
   if (err == caf::sec::request_timeout) return "no answer within the request timeout";
   return error_reason(err);
-}
-
-// Maps a node's answer to HTTP: no quorum or no answer in time is 503.
-void send_failure(httplib::Response& res, const caf::error& err) {
-  if (err == errc::unavailable || err == caf::sec::request_timeout)
-    return send_error(res, 503, "unavailable", message_of(err));
-  if (err == errc::bad_request) return send_error(res, 400, "bad_request", message_of(err));
-  if (err == errc::not_found) return send_error(res, 404, "not_found", message_of(err));
-  if (err == errc::not_leader) return send_error(res, 503, "unavailable", "no reachable Raft leader");
-  if (err == errc::timeout) return send_error(res, 409, "timeout", message_of(err));
-  if (err == errc::not_held) return send_error(res, 409, "not_held", message_of(err));
-  if (err == errc::limit_exceeded) return send_error(res, 429, "limit_exceeded", message_of(err));
-  if (err == errc::stale_receipt) return send_error(res, 409, "stale_receipt", message_of(err));
-  if (err == errc::deadlock) {
-    json body{{"error", "deadlock"}, {"message", message_of(err)}, {"cycle", json::array()}};
-    if (err.context().match_elements<std::string, std::vector<std::string>>())
-      body["cycle"] = err.context().get_as<std::vector<std::string>>(1);
-    return send_json(res, 409, body);
-  }
-  send_error(res, 500, "internal", message_of(err));
-}
-
-// Parses a JSON object body; on failure writes the 400 and returns nothing.
-std::optional<json> parse_body(const httplib::Request& req, httplib::Response& res) {
-  auto body = json::parse(req.body, nullptr, false);
-  if (body.is_discarded()) {
-    send_error(res, 400, "bad_request", "the body is not valid JSON");
-    return std::nullopt;
-  }
-  if (!body.is_object()) {
-    send_error(res, 400, "bad_request", "the body must be a JSON object");
-    return std::nullopt;
-  }
-  return body;
 }
 
 json to_json(const group_status& g) {
@@ -94,28 +54,6 @@ json to_json(const group_status& g) {
               {"learners", g.learners}};
 }
 
-// Reads an optional non-negative integer field; on a bad value writes the 400.
-bool read_uint(const json& body, const char* field, uint64_t& out, httplib::Response& res) {
-  auto v = body.find(field);
-  if (v == body.end()) return true;
-  if (!v->is_number_unsigned()) {
-    send_error(res, 400, "bad_request", std::string{"\""} + field + "\" must be a non-negative integer");
-    return false;
-  }
-  out = v->get<uint64_t>();
-  return true;
-}
-
-// Reads the required "client" string field; on a bad value writes the 400.
-std::optional<std::string> read_client(const json& body, httplib::Response& res) {
-  auto c = body.find("client");
-  if (c == body.end() || !c->is_string()) {
-    send_error(res, 400, "bad_request", "the body needs \"client\": a string naming the lock holder");
-    return std::nullopt;
-  }
-  return c->get<std::string>();
-}
-
 json to_json(const lock_grant& g) {
   return json{{"client", g.client}, {"mode", g.mode}, {"token", g.token}, {"ttl_ms", g.ttl_ms},
               {"expires_in_ms", g.expires_in_ms}};
@@ -124,24 +62,6 @@ json to_json(const lock_grant& g) {
 json to_json(const queue_info& q) {
   return json{{"queue", q.queue}, {"shard", q.shard}, {"ready", q.ready}, {"in_flight", q.in_flight},
               {"delayed", q.delayed}, {"dead", q.dead}, {"max_deliveries", q.max_deliveries}};
-}
-
-// A stored payload is the JSON text the producer sent; it goes back as JSON.
-json payload_json(const std::string& text) {
-  auto v = json::parse(text, nullptr, false);
-  return v.is_discarded() ? json(text) : v;
-}
-
-// Reads an optional non-negative integer query parameter; on a bad value writes the 400.
-bool read_param(const httplib::Request& req, const char* name, uint64_t& out, httplib::Response& res) {
-  if (!req.has_param(name)) return true;
-  auto v = req.get_param_value(name);
-  if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
-    send_error(res, 400, "bad_request", std::string{name} + " must be a non-negative integer, not '" + v + "'");
-    return false;
-  }
-  out = std::stoull(v);
-  return true;
 }
 
 json to_json(const member_status& m) {
@@ -154,23 +74,96 @@ json to_json(const member_status& m) {
               {"http_port", m.http_port}};
 }
 
-// cpp-httplib listens with a backlog of 5 (a compile-time constant of Debian's build), so
-// a burst of new connections overflows the accept queue and clients see resets. Linux
-// lets listen() be called again on a listening socket to raise the backlog; find ours.
-void raise_listen_backlog(uint16_t port) {
-  for (int fd = 3; fd < 4096; ++fd) {
-    int listening = 0;
-    socklen_t len = sizeof listening;
-    if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof addr;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) continue;
-    uint16_t bound = 0;
-    if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    else if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-    if (bound == port) ::listen(fd, SOMAXCONN);
-  }
+// A stored payload is the JSON text the producer sent; it goes back as JSON.
+json payload_json(const std::string& text) {
+  auto v = json::parse(text, nullptr, false);
+  return v.is_discarded() ? json(text) : v;
 }
+
+// A route pattern: literal segments, {name} for one non-empty segment, {name...} (last
+// only) for the non-empty rest of the path.
+struct pattern {
+  std::vector<std::string> segments;  // "" marks a {name} segment
+  bool rest = false;                  // the last "" takes the rest of the path
+
+  explicit pattern(const std::string& text) {
+    size_t pos = 1;
+    while (pos <= text.size()) {
+      auto slash = text.find('/', pos);
+      auto seg = text.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+      if (!seg.empty() && seg.front() == '{') {
+        rest = seg.size() > 5 && seg.compare(seg.size() - 4, 4, "...}") == 0;
+        segments.emplace_back();
+      } else {
+        segments.push_back(seg);
+      }
+      if (slash == std::string::npos) break;
+      pos = slash + 1;
+    }
+  }
+
+  bool match(const std::string& path, std::vector<std::string>& args) const {
+    args.clear();
+    if (path.empty() || path.front() != '/') return false;
+    size_t pos = 1;
+    for (size_t i = 0; i < segments.size(); ++i) {
+      if (pos > path.size()) return false;
+      bool last = i + 1 == segments.size();
+      if (last && rest) {
+        if (pos >= path.size()) return false;
+        args.push_back(path.substr(pos));
+        return true;
+      }
+      auto slash = path.find('/', pos);
+      auto seg_end = slash == std::string::npos ? path.size() : slash;
+      auto seg = std::string_view{path}.substr(pos, seg_end - pos);
+      if (segments[i].empty()) {
+        if (seg.empty()) return false;
+        args.emplace_back(seg);
+      } else if (seg != segments[i]) {
+        return false;
+      }
+      if (last) return slash == std::string::npos;
+      if (slash == std::string::npos) return false;
+      pos = slash + 1;
+    }
+    return false;
+  }
+};
+
+struct route;
+
+struct connection {
+  uint64_t serial = 0;
+  std::string in;              // bytes received and not yet parsed
+  bool busy = false;           // a request is being answered; the next ones wait in `in`
+  bool continue_sent = false;  // "100 Continue" went out for the request being received
+  size_t draining = 0;         // bytes of a refused (413) body still to read before closing
+  steady::time_point last_activity;
+};
+
+// One request being answered. Handlers answer it exactly once, maybe later, from a
+// response handler; all of it runs on the gateway broker's thread.
+struct http_call {
+  http::request req;
+  std::vector<std::string> args;  // the {name} parts of the route, in order
+  caf::io::connection_handle hdl;
+  uint64_t serial = 0;
+  struct route* route = nullptr;
+  steady::time_point started;
+  bool answered = false;
+  std::optional<std::multimap<steady::time_point, std::weak_ptr<http_call>>::iterator> deadline;
+};
+using call_ptr = std::shared_ptr<http_call>;
+
+struct route {
+  std::string method;
+  std::string label;  // the pattern, as the metrics name it
+  pattern path;
+  std::function<void(const call_ptr&)> handler;
+  metrics::histogram* latency;
+  std::shared_ptr<std::array<metrics::counter*, 600>> by_status;
+};
 
 }  // namespace
 
@@ -179,382 +172,629 @@ struct http_gateway::impl {
   node_api node;
   node_settings settings;
   metrics::registry& metrics;
-  httplib::Server server;
-  std::thread thread;
+  http::limits limits;
+  std::vector<route> routes;
+  caf::actor broker;
+
+  // Broker state: touched only on the broker's thread.
+  caf::io::broker* self = nullptr;
+  std::map<caf::io::connection_handle, connection> conns;
+  uint64_t next_serial = 1;
+  std::multimap<steady::time_point, std::weak_ptr<http_call>> waiting;  // calls asked of the node, by deadline
 
   impl(caf::actor_system& s, node_api n, const node_settings& cfg, metrics::registry& m)
-    : sys(s), node(std::move(n)), settings(cfg), metrics(m) {}
-
-  // Asks the node actor and waits (on this HTTP worker thread) for its answer.
-  template <class T, class... Ts>
-  caf::expected<T> ask_within(caf::duration timeout, Ts&&... xs) {
-    caf::scoped_actor self{sys};
-    caf::expected<T> out{caf::sec::request_timeout};
-    self->request(node, timeout, std::forward<Ts>(xs)...)
-      .receive([&](T& value) { out = std::move(value); }, [&](caf::error& err) { out = std::move(err); });
-    return out;
+    : sys(s), node(std::move(n)), settings(cfg), metrics(m) {
+    limits.max_body = settings.http_max_body_bytes;
   }
 
-  template <class T, class... Ts>
-  caf::expected<T> ask(Ts&&... xs) {
-    // A membership change waits for a learner to catch up; everything else is quick.
-    constexpr bool slow = (std::is_same_v<std::decay_t<Ts>, member_add_atom> || ...)
-                          || (std::is_same_v<std::decay_t<Ts>, member_remove_atom> || ...);
-    auto timeout = slow ? caf::duration{std::chrono::seconds(40)} : caf::duration{request_timeout};
-    return ask_within<T>(timeout, std::forward<Ts>(xs)...);
+  // ---- answering ----------------------------------------------------------------------
+
+  void write_response(caf::io::connection_handle hdl, int status, const char* content_type, const std::string& body,
+                      bool close) {
+    auto& buf = self->wr_buf(hdl);
+    auto head = "HTTP/1.1 " + std::to_string(status) + " " + http::reason_phrase(status) + "\r\nContent-Type: "
+                + content_type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n"
+                + (close ? "Connection: close\r\n\r\n" : "\r\n");
+    buf.insert(buf.end(), head.begin(), head.end());
+    buf.insert(buf.end(), body.begin(), body.end());
+    self->flush(hdl);
   }
 
-  // Registers a handler that also records the request count and latency under `route`.
-  template <class Handler>
-  void route(const char* method, const std::string& pattern, Handler handler) {
-    auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
-                                           metrics::latency_buckets_seconds(), {{"route", pattern}});
-    auto by_status = std::make_shared<std::array<std::atomic<metrics::counter*>, 600>>();
-    auto wrapped = [this, pattern, latency, handler, by_status](const httplib::Request& req,
-                                                                       httplib::Response& res) {
-      auto start = std::chrono::steady_clock::now();
-      handler(req, res);
-      latency->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      // The counter of each status is looked up (under the registry's lock) only once.
-      auto code = static_cast<size_t>(res.status) < by_status->size() ? static_cast<size_t>(res.status) : 0;
-      auto* c = (*by_status)[code].load(std::memory_order_acquire);
-      if (c == nullptr) {
-        c = &metrics.get_counter("dsync_http_requests_total", "HTTP requests by route and status",
-                                 {{"route", pattern}, {"code", std::to_string(res.status)}});
-        (*by_status)[code].store(c, std::memory_order_release);
+  void drop(caf::io::connection_handle hdl) {
+    conns.erase(hdl);
+    self->close(hdl);
+  }
+
+  void respond(http_call& c, int status, const std::string& body, const char* content_type = "application/json") {
+    if (c.answered) return;
+    c.answered = true;
+    if (c.deadline) {
+      waiting.erase(*c.deadline);
+      c.deadline.reset();
+    }
+    if (c.route) {
+      c.route->latency->observe(std::chrono::duration<double>(steady::now() - c.started).count());
+      count(*c.route->by_status, c.route->label, status);
+    }
+    auto i = conns.find(c.hdl);
+    if (i == conns.end() || i->second.serial != c.serial) return;  // the client went away
+    bool close = !c.req.keep_alive;
+    write_response(c.hdl, status, content_type, body, close);
+    if (close) return drop(c.hdl);
+    i->second.busy = false;
+    i->second.last_activity = steady::now();
+    serve(c.hdl);  // requests the client pipelined behind this one
+  }
+
+  void count(std::array<metrics::counter*, 600>& by_status, const std::string& label, int status) {
+    auto code = static_cast<size_t>(status) < by_status.size() ? static_cast<size_t>(status) : 0;
+    if (by_status[code] == nullptr)
+      by_status[code] = &metrics.get_counter("dsync_http_requests_total", "HTTP requests by route and status",
+                                             {{"route", label}, {"code", std::to_string(status)}});
+    by_status[code]->inc();
+  }
+
+  void send_json(http_call& c, int status, const json& body) { respond(c, status, body.dump()); }
+
+  void send_error(http_call& c, int status, const std::string& code, const std::string& message) {
+    send_json(c, status, json{{"error", code}, {"message", message}});
+  }
+
+  // Maps a node's answer to HTTP: no quorum or no answer in time is 503.
+  void send_failure(http_call& c, const caf::error& err) {
+    if (err == errc::unavailable || err == caf::sec::request_timeout)
+      return send_error(c, 503, "unavailable", message_of(err));
+    if (err == errc::bad_request) return send_error(c, 400, "bad_request", message_of(err));
+    if (err == errc::not_found) return send_error(c, 404, "not_found", message_of(err));
+    if (err == errc::not_leader) return send_error(c, 503, "unavailable", "no reachable Raft leader");
+    if (err == errc::timeout) return send_error(c, 409, "timeout", message_of(err));
+    if (err == errc::not_held) return send_error(c, 409, "not_held", message_of(err));
+    if (err == errc::limit_exceeded) return send_error(c, 429, "limit_exceeded", message_of(err));
+    if (err == errc::stale_receipt) return send_error(c, 409, "stale_receipt", message_of(err));
+    if (err == errc::deadlock) {
+      json body{{"error", "deadlock"}, {"message", message_of(err)}, {"cycle", json::array()}};
+      if (err.context().match_elements<std::string, std::vector<std::string>>())
+        body["cycle"] = err.context().get_as<std::vector<std::string>>(1);
+      return send_json(c, 409, body);
+    }
+    send_error(c, 500, "internal", message_of(err));
+  }
+
+  // Asks the node actor; `on_answer(T&)` answers the call, a failure is mapped by send_failure.
+  // The timeout is kept here (expire_calls) rather than by CAF, whose clock thread would
+  // be woken for every request.
+  template <class T, class OnAnswer, class... Ts>
+  void ask_within(const call_ptr& c, steady::duration timeout, OnAnswer on_answer, Ts&&... xs) {
+    c->deadline = waiting.emplace(steady::now() + timeout, c);
+    self->request(node, caf::infinite, std::forward<Ts>(xs)...)
+      .then([c, on_answer](T& value) mutable {
+              if (!c->answered) on_answer(value);
+            },
+            [this, c](caf::error& err) { send_failure(*c, err); });
+  }
+
+  void expire_calls() {
+    auto now = steady::now();
+    while (!waiting.empty() && waiting.begin()->first <= now) {
+      auto c = waiting.begin()->second.lock();
+      waiting.erase(waiting.begin());
+      if (c) {
+        c->deadline.reset();
+        send_error(*c, 503, "unavailable", "no answer within the request timeout");
       }
-      c->inc();
-    };
-    if (std::strcmp(method, "GET") == 0) server.Get(pattern, wrapped);
-    else if (std::strcmp(method, "POST") == 0) server.Post(pattern, wrapped);
-    else if (std::strcmp(method, "PUT") == 0) server.Put(pattern, wrapped);
-    else if (std::strcmp(method, "DELETE") == 0) server.Delete(pattern, wrapped);
+    }
+  }
+
+  template <class T, class OnAnswer, class... Ts>
+  void ask(const call_ptr& c, OnAnswer on_answer, Ts&&... xs) {
+    ask_within<T>(c, request_timeout, std::move(on_answer), std::forward<Ts>(xs)...);
+  }
+
+  // ---- request validation helpers (each writes the 400 and returns false/nothing) -----
+
+  std::optional<json> parse_body(http_call& c) {
+    auto body = json::parse(c.req.body, nullptr, false);
+    if (body.is_discarded()) {
+      send_error(c, 400, "bad_request", "the body is not valid JSON");
+      return std::nullopt;
+    }
+    if (!body.is_object()) {
+      send_error(c, 400, "bad_request", "the body must be a JSON object");
+      return std::nullopt;
+    }
+    return body;
+  }
+
+  bool read_uint(http_call& c, const json& body, const char* field, uint64_t& out) {
+    auto v = body.find(field);
+    if (v == body.end()) return true;
+    if (!v->is_number_unsigned()) {
+      send_error(c, 400, "bad_request", std::string{"\""} + field + "\" must be a non-negative integer");
+      return false;
+    }
+    out = v->get<uint64_t>();
+    return true;
+  }
+
+  std::optional<std::string> read_client(http_call& c, const json& body) {
+    auto v = body.find("client");
+    if (v == body.end() || !v->is_string()) {
+      send_error(c, 400, "bad_request", "the body needs \"client\": a string naming the lock holder");
+      return std::nullopt;
+    }
+    return v->get<std::string>();
+  }
+
+  bool read_param(http_call& c, const char* name, uint64_t& out) {
+    auto p = c.req.params.find(name);
+    if (p == c.req.params.end()) return true;
+    auto& v = p->second;
+    if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
+      send_error(c, 400, "bad_request", std::string{name} + " must be a non-negative integer, not '" + v + "'");
+      return false;
+    }
+    out = std::stoull(v);
+    return true;
+  }
+
+  // "linearizable" (the default) or "stale"; nothing after writing the 400.
+  std::optional<bool> read_consistency(http_call& c) {
+    auto p = c.req.params.find("consistency");
+    if (p == c.req.params.end() || p->second == "linearizable") return true;
+    if (p->second == "stale") return false;
+    send_error(c, 400, "bad_request", "consistency must be linearizable or stale, not " + p->second);
+    return std::nullopt;
+  }
+
+  // ---- routes ---------------------------------------------------------------------------
+
+  void on(const char* method, const std::string& path, std::function<void(const call_ptr&)> handler) {
+    auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
+                                           metrics::latency_buckets_seconds(), {{"route", path}});
+    routes.push_back(route{method, path, pattern{path}, std::move(handler), latency,
+                           std::make_shared<std::array<metrics::counter*, 600>>()});
   }
 
   void install_routes() {
-    route("GET", "/v1/health", [this](const httplib::Request&, httplib::Response& res) {
-      auto r = ask<health_status>(health_atom::value);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"node", r->node_id}, {"status", r->status}});
+    on("GET", "/v1/health", [this](const call_ptr& c) {
+      ask<health_status>(c, [this, c](health_status& h) { send_json(*c, 200, json{{"node", h.node_id}, {"status", h.status}}); },
+                         health_atom::value);
     });
-    route("GET", "/v1/cluster", [this](const httplib::Request&, httplib::Response& res) {
-      auto r = ask<cluster_status>(cluster_atom::value);
-      if (!r) return send_failure(res, r.error());
-      json members = json::array();
-      for (auto& m : r->members) members.push_back(to_json(m));
-      json groups = json::array();
-      for (auto& g : r->groups) groups.push_back(to_json(g));
-      send_json(res, 200,
-                json{{"node", r->node_id},
-                     {"cluster_id", r->cluster_id},
-                     {"leader", r->leader.empty() ? json(nullptr) : json(r->leader)},
-                     {"term", r->term},
-                     {"members", members},
-                     {"groups", groups}});
+    on("GET", "/v1/cluster", [this](const call_ptr& c) {
+      ask<cluster_status>(
+        c,
+        [this, c](cluster_status& r) {
+          json members = json::array();
+          for (auto& m : r.members) members.push_back(to_json(m));
+          json groups = json::array();
+          for (auto& g : r.groups) groups.push_back(to_json(g));
+          send_json(*c, 200,
+                    json{{"node", r.node_id},
+                         {"cluster_id", r.cluster_id},
+                         {"leader", r.leader.empty() ? json(nullptr) : json(r.leader)},
+                         {"term", r.term},
+                         {"members", members},
+                         {"groups", groups}});
+        },
+        cluster_atom::value);
     });
-    route("POST", "/v1/cluster/members", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    auto membership_answer = [this](const call_ptr& c) {
+      return [this, c](group_status& g) { send_json(*c, 200, to_json(g)); };
+    };
+    // A membership change waits for a learner to catch up.
+    constexpr auto member_timeout = std::chrono::seconds(40);
+    on("POST", "/v1/cluster/members", [=](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       auto id = body->find("node_id");
       if (id == body->end() || !id->is_string())
-        return send_error(res, 400, "bad_request", "the body needs \"node_id\": a string");
-      auto r = ask<group_status>(member_add_atom::value, id->get<std::string>(), false);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, to_json(*r));
+        return send_error(*c, 400, "bad_request", "the body needs \"node_id\": a string");
+      ask_within<group_status>(c, member_timeout, membership_answer(c), member_add_atom::value,
+                               id->get<std::string>(), false);
     });
-    route("DELETE", R"(/v1/cluster/members/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto r = ask<group_status>(member_remove_atom::value, std::string{req.matches[1]}, false);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, to_json(*r));
+    on("DELETE", "/v1/cluster/members/{node...}", [=](const call_ptr& c) {
+      ask_within<group_status>(c, member_timeout, membership_answer(c), member_remove_atom::value,
+                               c->args[0], false);
     });
-    route("PUT", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("PUT", "/v1/kv/{key...}", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       auto v = body->find("value");
-      if (v == body->end() || !v->is_string())
-        return send_error(res, 400, "bad_request", "the body needs \"value\": a string");
-      auto r = ask<uint64_t>(kv_put_atom::value, std::string{req.matches[1]}, v->get<std::string>(), false);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"revision", *r}});
+      if (v == body->end() || !v->is_string()) return send_error(*c, 400, "bad_request", "the body needs \"value\": a string");
+      ask<uint64_t>(c, [this, c](uint64_t rev) { send_json(*c, 200, json{{"revision", rev}}); }, kv_put_atom::value,
+                    c->args[0], v->get<std::string>(), false);
     });
-    route("GET", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto consistency = req.has_param("consistency") ? req.get_param_value("consistency") : "linearizable";
-      if (consistency != "linearizable" && consistency != "stale")
-        return send_error(res, 400, "bad_request", "consistency must be linearizable or stale, not " + consistency);
-      auto r = ask<kv_entry>(kv_get_atom::value, std::string{req.matches[1]}, consistency == "linearizable", false);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"key", r->key}, {"value", r->value}, {"revision", r->revision}});
+    on("GET", "/v1/kv/{key...}", [this](const call_ptr& c) {
+      auto linearizable = read_consistency(*c);
+      if (!linearizable) return;
+      ask<kv_entry>(
+        c, [this, c](kv_entry& r) { send_json(*c, 200, json{{"key", r.key}, {"value", r.value}, {"revision", r.revision}}); },
+        kv_get_atom::value, c->args[0], *linearizable, false);
     });
-    route("DELETE", R"(/v1/kv/(.+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto r = ask<uint64_t>(kv_del_atom::value, std::string{req.matches[1]}, false);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"revision", *r}});
+    on("DELETE", "/v1/kv/{key...}", [this](const call_ptr& c) {
+      ask<uint64_t>(c, [this, c](uint64_t rev) { send_json(*c, 200, json{{"revision", rev}}); }, kv_del_atom::value,
+                    c->args[0], false);
     });
-    route("POST", R"(/v1/locks/([^/]+)/acquire)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/locks/{lock}/acquire", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       lock_request r;
-      r.lock = req.matches[1];
-      auto client = read_client(*body, res);
+      r.lock = c->args[0];
+      auto client = read_client(*c, *body);
       if (!client) return;
       r.client = *client;
       if (auto m = body->find("mode"); m != body->end()) {
-        if (!m->is_string()) return send_error(res, 400, "bad_request", "\"mode\" must be \"exclusive\" or \"shared\"");
+        if (!m->is_string()) return send_error(*c, 400, "bad_request", "\"mode\" must be \"exclusive\" or \"shared\"");
         r.mode = m->get<std::string>();
       }
-      if (!read_uint(*body, "wait_ms", r.wait_ms, res) || !read_uint(*body, "ttl_ms", r.ttl_ms, res)) return;
+      if (!read_uint(*c, *body, "wait_ms", r.wait_ms) || !read_uint(*c, *body, "ttl_ms", r.ttl_ms)) return;
       if (r.wait_ms > locks::max_wait_ms)
-        return send_error(res, 400, "bad_request", "wait_ms is " + std::to_string(r.wait_ms) + "; the limit is "
-                                                     + std::to_string(locks::max_wait_ms));
-      auto timeout = caf::duration{std::chrono::milliseconds(r.wait_ms) + request_timeout + 1s};
-      auto g = ask_within<lock_grant>(timeout, lock_acquire_atom::value, r, false);
-      if (!g) return send_failure(res, g.error());
-      auto out = to_json(*g);
-      out["granted"] = true;
-      send_json(res, 200, out);
+        return send_error(*c, 400, "bad_request", "wait_ms is " + std::to_string(r.wait_ms) + "; the limit is "
+                                                    + std::to_string(locks::max_wait_ms));
+      auto timeout = std::chrono::milliseconds(r.wait_ms) + request_timeout + 1s;
+      ask_within<lock_grant>(
+        c, timeout,
+        [this, c](lock_grant& g) {
+          auto out = to_json(g);
+          out["granted"] = true;
+          send_json(*c, 200, out);
+        },
+        lock_acquire_atom::value, r, false);
     });
-    route("POST", R"(/v1/locks/([^/]+)/release)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/locks/{lock}/release", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
-      auto client = read_client(*body, res);
+      auto client = read_client(*c, *body);
       if (!client) return;
-      auto held = ask<bool>(lock_release_atom::value, std::string{req.matches[1]}, *client, false);
-      if (!held) return send_failure(res, held.error());
-      if (*held) return send_json(res, 200, json{{"released", true}});
-      send_json(res, 200, json{{"released", false}, {"cancelled_wait", true}});
+      ask<bool>(
+        c,
+        [this, c](bool held) {
+          if (held) return send_json(*c, 200, json{{"released", true}});
+          send_json(*c, 200, json{{"released", false}, {"cancelled_wait", true}});
+        },
+        lock_release_atom::value, c->args[0], *client, false);
     });
-    route("POST", R"(/v1/locks/([^/]+)/refresh)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/locks/{lock}/refresh", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
-      auto client = read_client(*body, res);
+      auto client = read_client(*c, *body);
       if (!client) return;
-      auto g = ask<lock_grant>(lock_refresh_atom::value, std::string{req.matches[1]}, *client, false);
-      if (!g) return send_failure(res, g.error());
-      send_json(res, 200, to_json(*g));
+      ask<lock_grant>(c, [this, c](lock_grant& g) { send_json(*c, 200, to_json(g)); }, lock_refresh_atom::value,
+                      c->args[0], *client, false);
     });
-    route("GET", R"(/v1/locks/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto consistency = req.has_param("consistency") ? req.get_param_value("consistency") : "linearizable";
-      if (consistency != "linearizable" && consistency != "stale")
-        return send_error(res, 400, "bad_request", "consistency must be linearizable or stale, not " + consistency);
-      auto r = ask<lock_info>(lock_status_atom::value, std::string{req.matches[1]}, consistency == "linearizable", false);
-      if (!r) return send_failure(res, r.error());
-      json holders = json::array();
-      for (auto& h : r->holders) holders.push_back(to_json(h));
-      json waiters = json::array();
-      for (auto& w : r->waiters)
-        waiters.push_back(json{{"client", w.client}, {"mode", w.mode}, {"upgrade", w.upgrade},
-                               {"gives_up_in_ms", w.gives_up_in_ms}});
-      send_json(res, 200, json{{"lock", r->lock}, {"mode", r->mode}, {"holders", holders}, {"waiters", waiters}});
+    on("GET", "/v1/locks/{lock}", [this](const call_ptr& c) {
+      auto linearizable = read_consistency(*c);
+      if (!linearizable) return;
+      ask<lock_info>(
+        c,
+        [this, c](lock_info& r) {
+          json holders = json::array();
+          for (auto& h : r.holders) holders.push_back(to_json(h));
+          json waiters = json::array();
+          for (auto& w : r.waiters)
+            waiters.push_back(json{{"client", w.client}, {"mode", w.mode}, {"upgrade", w.upgrade},
+                                   {"gives_up_in_ms", w.gives_up_in_ms}});
+          send_json(*c, 200, json{{"lock", r.lock}, {"mode", r.mode}, {"holders", holders}, {"waiters", waiters}});
+        },
+        lock_status_atom::value, c->args[0], *linearizable, false);
     });
-    route("POST", R"(/v1/queues/([^/]+)/messages)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/queues/{queue}/messages", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       auto p = body->find("payload");
-      if (p == body->end()) return send_error(res, 400, "bad_request", "the body needs \"payload\": any JSON value");
+      if (p == body->end()) return send_error(*c, 400, "bad_request", "the body needs \"payload\": any JSON value");
       auto payload = p->dump();
       if (payload.size() > queue::max_payload_bytes)
-        return send_error(res, 413, "payload_too_large", "the payload is " + std::to_string(payload.size())
-                                                            + " bytes of JSON; the limit is "
-                                                            + std::to_string(queue::max_payload_bytes));
-      auto id = ask<std::string>(queue_enqueue_atom::value, std::string{req.matches[1]}, payload, false);
-      if (!id) return send_failure(res, id.error());
-      send_json(res, 201, json{{"id", *id}});
+        return send_error(*c, 413, "payload_too_large", "the payload is " + std::to_string(payload.size())
+                                                           + " bytes of JSON; the limit is "
+                                                           + std::to_string(queue::max_payload_bytes));
+      ask<std::string>(c, [this, c](std::string& id) { send_json(*c, 201, json{{"id", id}}); },
+                       queue_enqueue_atom::value, c->args[0], payload, false);
     });
-    route("POST", R"(/v1/queues/([^/]+)/dequeue)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/queues/{queue}/dequeue", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       queue_pull pull;
-      pull.queue = req.matches[1];
-      if (auto c = body->find("consumer"); c != body->end()) {
-        if (!c->is_string()) return send_error(res, 400, "bad_request", "\"consumer\" must be a string");
-        pull.consumer = c->get<std::string>();
+      pull.queue = c->args[0];
+      if (auto v = body->find("consumer"); v != body->end()) {
+        if (!v->is_string()) return send_error(*c, 400, "bad_request", "\"consumer\" must be a string");
+        pull.consumer = v->get<std::string>();
       }
-      if (!read_uint(*body, "max", pull.max, res) || !read_uint(*body, "visibility_ms", pull.visibility_ms, res)
-          || !read_uint(*body, "wait_ms", pull.wait_ms, res))
+      if (!read_uint(*c, *body, "max", pull.max) || !read_uint(*c, *body, "visibility_ms", pull.visibility_ms)
+          || !read_uint(*c, *body, "wait_ms", pull.wait_ms))
         return;
       if (pull.wait_ms > queue::max_wait_ms)
-        return send_error(res, 400, "bad_request", "wait_ms is " + std::to_string(pull.wait_ms) + "; the limit is "
-                                                     + std::to_string(queue::max_wait_ms));
-      auto timeout = caf::duration{std::chrono::milliseconds(pull.wait_ms) + request_timeout + 1s};
-      auto got = ask_within<std::vector<queue_message>>(timeout, queue_dequeue_atom::value, pull, false);
-      if (!got) return send_failure(res, got.error());
-      json messages = json::array();
-      for (auto& m : *got)
-        messages.push_back(json{{"id", m.id}, {"receipt", m.receipt}, {"payload", payload_json(m.payload)},
-                                {"deliveries", m.deliveries}});
-      send_json(res, 200, json{{"messages", messages}});
+        return send_error(*c, 400, "bad_request", "wait_ms is " + std::to_string(pull.wait_ms) + "; the limit is "
+                                                    + std::to_string(queue::max_wait_ms));
+      auto timeout = std::chrono::milliseconds(pull.wait_ms) + request_timeout + 1s;
+      ask_within<std::vector<queue_message>>(
+        c, timeout,
+        [this, c](std::vector<queue_message>& got) {
+          json messages = json::array();
+          for (auto& m : got)
+            messages.push_back(json{{"id", m.id}, {"receipt", m.receipt}, {"payload", payload_json(m.payload)},
+                                    {"deliveries", m.deliveries}});
+          send_json(*c, 200, json{{"messages", messages}});
+        },
+        queue_dequeue_atom::value, pull, false);
     });
     auto ack_or_nack = [this](bool ack) {
-      return [this, ack](const httplib::Request& req, httplib::Response& res) {
-        auto body = parse_body(req, res);
+      return [this, ack](const call_ptr& c) {
+        auto body = parse_body(*c);
         if (!body) return;
         auto id = body->find("id");
         if (id == body->end() || !id->is_string())
-          return send_error(res, 400, "bad_request", "the body needs \"id\": the message id from dequeue");
+          return send_error(*c, 400, "bad_request", "the body needs \"id\": the message id from dequeue");
         uint64_t receipt = 0;
         uint64_t delay_ms = 0;
-        if (!read_uint(*body, "receipt", receipt, res) || !read_uint(*body, "delay_ms", delay_ms, res)) return;
-        std::string queue = req.matches[1];
-        if (ack) {
-          auto r = ask<bool>(queue_ack_atom::value, queue, id->get<std::string>(), receipt, false);
-          if (!r) return send_failure(res, r.error());
-          return send_json(res, 200, json{{"acked", true}});
-        }
-        auto dead = ask<bool>(queue_nack_atom::value, queue, id->get<std::string>(), receipt, delay_ms, false);
-        if (!dead) return send_failure(res, dead.error());
-        send_json(res, 200, json{{"requeued", !*dead}, {"dead_lettered", *dead}});
+        if (!read_uint(*c, *body, "receipt", receipt) || !read_uint(*c, *body, "delay_ms", delay_ms)) return;
+        if (ack)
+          return ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"acked", true}}); }, queue_ack_atom::value,
+                           c->args[0], id->get<std::string>(), receipt, false);
+        ask<bool>(c, [this, c](bool dead) { send_json(*c, 200, json{{"requeued", !dead}, {"dead_lettered", dead}}); },
+                  queue_nack_atom::value, c->args[0], id->get<std::string>(), receipt, delay_ms, false);
       };
     };
-    route("POST", R"(/v1/queues/([^/]+)/ack)", ack_or_nack(true));
-    route("POST", R"(/v1/queues/([^/]+)/nack)", ack_or_nack(false));
-    route("GET", R"(/v1/queues/([^/]+)/dlq)", [this](const httplib::Request& req, httplib::Response& res) {
+    on("POST", "/v1/queues/{queue}/ack", ack_or_nack(true));
+    on("POST", "/v1/queues/{queue}/nack", ack_or_nack(false));
+    on("GET", "/v1/queues/{queue}/dlq", [this](const call_ptr& c) {
       uint64_t cursor = 0;
       uint64_t limit = 100;
-      if (!read_param(req, "cursor", cursor, res) || !read_param(req, "limit", limit, res)) return;
-      auto r = ask<dead_letters>(queue_dlq_atom::value, std::string{req.matches[1]}, cursor, limit, false);
-      if (!r) return send_failure(res, r.error());
-      json messages = json::array();
-      for (auto& m : r->messages)
-        messages.push_back(json{{"id", m.id}, {"payload", payload_json(m.payload)}, {"deliveries", m.deliveries},
-                                {"reason", m.reason}, {"last_failure", m.last_failure},
-                                {"dead_since_ms", m.dead_since_ms}});
-      send_json(res, 200, json{{"messages", messages}, {"next_cursor", r->next_cursor}});
+      if (!read_param(*c, "cursor", cursor) || !read_param(*c, "limit", limit)) return;
+      ask<dead_letters>(
+        c,
+        [this, c](dead_letters& r) {
+          json messages = json::array();
+          for (auto& m : r.messages)
+            messages.push_back(json{{"id", m.id}, {"payload", payload_json(m.payload)}, {"deliveries", m.deliveries},
+                                    {"reason", m.reason}, {"last_failure", m.last_failure},
+                                    {"dead_since_ms", m.dead_since_ms}});
+          send_json(*c, 200, json{{"messages", messages}, {"next_cursor", r.next_cursor}});
+        },
+        queue_dlq_atom::value, c->args[0], cursor, limit, false);
     });
-    route("POST", R"(/v1/queues/([^/]+)/redrive)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("POST", "/v1/queues/{queue}/redrive", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       uint64_t max = 100;
-      if (!read_uint(*body, "max", max, res)) return;
-      auto n = ask<uint64_t>(queue_redrive_atom::value, std::string{req.matches[1]}, max, false);
-      if (!n) return send_failure(res, n.error());
-      send_json(res, 200, json{{"redriven", *n}});
+      if (!read_uint(*c, *body, "max", max)) return;
+      ask<uint64_t>(c, [this, c](uint64_t n) { send_json(*c, 200, json{{"redriven", n}}); }, queue_redrive_atom::value,
+                    c->args[0], max, false);
     });
-    route("PUT", R"(/v1/queues/([^/]+)/config)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("PUT", "/v1/queues/{queue}/config", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       uint64_t max_deliveries = 0;
       if (!body->contains("max_deliveries"))
-        return send_error(res, 400, "bad_request", "the body needs \"max_deliveries\": a positive integer");
-      if (!read_uint(*body, "max_deliveries", max_deliveries, res)) return;
-      auto q = ask<queue_info>(queue_config_atom::value, std::string{req.matches[1]}, max_deliveries, false);
-      if (!q) return send_failure(res, q.error());
-      send_json(res, 200, to_json(*q));
+        return send_error(*c, 400, "bad_request", "the body needs \"max_deliveries\": a positive integer");
+      if (!read_uint(*c, *body, "max_deliveries", max_deliveries)) return;
+      ask<queue_info>(c, [this, c](queue_info& q) { send_json(*c, 200, to_json(q)); }, queue_config_atom::value,
+                      c->args[0], max_deliveries, false);
     });
-    route("GET", R"(/v1/queues/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto q = ask<queue_info>(queue_stats_atom::value, std::string{req.matches[1]}, false);
-      if (!q) return send_failure(res, q.error());
-      if (!q->exists) return send_error(res, 404, "not_found", "no queue " + q->queue);
-      send_json(res, 200, to_json(*q));
+    on("GET", "/v1/queues/{queue}", [this](const call_ptr& c) {
+      ask<queue_info>(
+        c,
+        [this, c](queue_info& q) {
+          if (!q.exists) return send_error(*c, 404, "not_found", "no queue " + q.queue);
+          send_json(*c, 200, to_json(q));
+        },
+        queue_stats_atom::value, c->args[0], false);
     });
-    route("DELETE", R"(/v1/queues/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto n = ask<uint64_t>(queue_delete_atom::value, std::string{req.matches[1]}, false);
-      if (!n) return send_failure(res, n.error());
-      send_json(res, 200, json{{"deleted", true}, {"messages", *n}});
+    on("DELETE", "/v1/queues/{queue}", [this](const call_ptr& c) {
+      ask<uint64_t>(c, [this, c](uint64_t n) { send_json(*c, 200, json{{"deleted", true}, {"messages", n}}); },
+                    queue_delete_atom::value, c->args[0], false);
     });
-    route("GET", "/v1/queues", [this](const httplib::Request&, httplib::Response& res) {
-      auto names = ask<std::vector<std::string>>(queue_list_atom::value, all_shards, false);
-      if (!names) return send_failure(res, names.error());
-      send_json(res, 200, json{{"queues", *names}});
+    on("GET", "/v1/queues", [this](const call_ptr& c) {
+      ask<std::vector<std::string>>(
+        c, [this, c](std::vector<std::string>& names) { send_json(*c, 200, json{{"queues", names}}); },
+        queue_list_atom::value, all_shards, false);
     });
-    route("PUT", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto body = parse_body(req, res);
+    on("PUT", "/v1/cache/{key}", [this](const call_ptr& c) {
+      auto body = parse_body(*c);
       if (!body) return;
       auto v = body->find("value");
-      if (v == body->end() || !v->is_string())
-        return send_error(res, 400, "bad_request", "the body needs \"value\": a string");
+      if (v == body->end() || !v->is_string()) return send_error(*c, 400, "bad_request", "the body needs \"value\": a string");
       auto value = v->get<std::string>();
       if (value.size() > cache::max_value_bytes)
-        return send_error(res, 413, "payload_too_large", "the value is " + std::to_string(value.size())
-                                                            + " bytes; the limit is "
-                                                            + std::to_string(cache::max_value_bytes));
-      auto r = ask<bool>(cache_put_atom::value, std::string{req.matches[1]}, value);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"ok", true}});
+        return send_error(*c, 413, "payload_too_large", "the value is " + std::to_string(value.size())
+                                                           + " bytes; the limit is "
+                                                           + std::to_string(cache::max_value_bytes));
+      ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"ok", true}}); }, cache_put_atom::value, c->args[0],
+                value);
     });
-    route("GET", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto r = ask<cache_entry>(cache_get_atom::value, std::string{req.matches[1]});
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"key", r->key}, {"value", r->value}, {"state", r->state}});
+    on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {
+      ask<cache_entry>(
+        c, [this, c](cache_entry& r) { send_json(*c, 200, json{{"key", r.key}, {"value", r.value}, {"state", r.state}}); },
+        cache_get_atom::value, c->args[0]);
     });
-    route("DELETE", R"(/v1/cache/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      auto r = ask<bool>(cache_del_atom::value, std::string{req.matches[1]});
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"deleted", true}});
+    on("DELETE", "/v1/cache/{key}", [this](const call_ptr& c) {
+      ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"deleted", true}}); }, cache_del_atom::value, c->args[0]);
     });
-    route("POST", R"(/v1/cache/([^/]+)/invalidate)", [this](const httplib::Request& req, httplib::Response& res) {
-      auto r = ask<bool>(cache_inval_atom::value, std::string{req.matches[1]});
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200, json{{"invalidated", true}});
+    on("POST", "/v1/cache/{key}/invalidate", [this](const call_ptr& c) {
+      ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"invalidated", true}}); }, cache_inval_atom::value,
+                c->args[0]);
     });
-    route("GET", "/v1/cache", [this](const httplib::Request&, httplib::Response& res) {
-      auto r = ask<cache_stats>(cache_stats_atom::value);
-      if (!r) return send_failure(res, r.error());
-      send_json(res, 200,
-                json{{"node", r->node_id}, {"protocol", r->protocol}, {"write_policy", r->write_policy},
-                     {"eviction", r->eviction}, {"capacity", r->capacity}, {"epoch", r->epoch},
-                     {"homes", r->members},
-                     {"lines", {{"M", r->lines_m}, {"O", r->lines_o}, {"E", r->lines_e}, {"S", r->lines_s}}},
-                     {"hits", r->hits}, {"misses", r->misses}, {"evictions", r->evictions},
-                     {"write_backs", r->write_backs}, {"invalidations", r->invalidations},
-                     {"memory_reads", r->memory_reads}, {"memory_writes", r->memory_writes},
-                     {"messages_sent", r->messages_sent}});
+    on("GET", "/v1/cache", [this](const call_ptr& c) {
+      ask<cache_stats>(
+        c,
+        [this, c](cache_stats& r) {
+          send_json(*c, 200,
+                    json{{"node", r.node_id}, {"protocol", r.protocol}, {"write_policy", r.write_policy},
+                         {"eviction", r.eviction}, {"capacity", r.capacity}, {"epoch", r.epoch},
+                         {"homes", r.members},
+                         {"lines", {{"M", r.lines_m}, {"O", r.lines_o}, {"E", r.lines_e}, {"S", r.lines_s}}},
+                         {"hits", r.hits}, {"misses", r.misses}, {"evictions", r.evictions},
+                         {"write_backs", r.write_backs}, {"invalidations", r.invalidations},
+                         {"memory_reads", r.memory_reads}, {"memory_writes", r.memory_writes},
+                         {"messages_sent", r.messages_sent}});
+        },
+        cache_stats_atom::value);
     });
-    route("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.status = 200;
-      res.set_content(metrics.expose(), "text/plain; version=0.0.4; charset=utf-8");
+    on("GET", "/metrics", [this](const call_ptr& c) {
+      respond(*c, 200, metrics.expose(), "text/plain; version=0.0.4; charset=utf-8");
     });
   }
 
-  void install_limits() {
-    server.set_payload_max_length(settings.http_max_body_bytes);
-    server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
-      if (req.path.size() > max_path_bytes) {
-        send_error(res, 414, "uri_too_long",
-                   "path is " + std::to_string(req.path.size()) + " bytes; the limit is "
-                     + std::to_string(max_path_bytes));
-        return httplib::Server::HandlerResponse::Handled;
+  // ---- connections --------------------------------------------------------------------
+
+  std::array<metrics::counter*, 600> unmatched{};
+
+  void dispatch(caf::io::connection_handle hdl, uint64_t serial, http::request&& req) {
+    auto c = std::make_shared<http_call>();
+    c->req = std::move(req);
+    c->hdl = hdl;
+    c->serial = serial;
+    c->started = steady::now();
+    std::string allowed;
+    for (auto& r : routes) {
+      if (!r.path.match(c->req.path, c->args)) continue;
+      if (r.method != c->req.method) {
+        allowed += (allowed.empty() ? "" : ", ") + r.method;
+        continue;
       }
-      return httplib::Server::HandlerResponse::Unhandled;
-    });
-    server.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return;  // a handler already wrote its JSON error
-      metrics
-        .get_counter("dsync_http_requests_total", "HTTP requests by route and status",
-                     {{"route", "unmatched"}, {"code", std::to_string(res.status)}})
-        .inc();
-      switch (res.status) {
-        case 404: {
-          static const char* const get_only[] = {"/v1/health", "/v1/cluster", "/metrics"};
-          for (auto* p : get_only)
-            if (req.path == p && req.method != "GET")
-              return send_error(res, 405, "method_not_allowed", req.method + " " + req.path + " is not supported; use GET");
-          return send_error(res, 404, "not_found", "no such endpoint: " + req.method + " " + req.path);
+      c->route = &r;
+      return r.handler(c);
+    }
+    if (!allowed.empty()) {
+      count(unmatched, "unmatched", 405);
+      return send_error(*c, 405, "method_not_allowed",
+                        c->req.method + " " + c->req.path + " is not supported; use " + allowed);
+    }
+    count(unmatched, "unmatched", 404);
+    send_error(*c, 404, "not_found", "no such endpoint: " + c->req.method + " " + c->req.path);
+  }
+
+  // Parses and starts the next request of a connection, if one is complete and none is
+  // being answered.
+  void serve(caf::io::connection_handle hdl) {
+    auto i = conns.find(hdl);
+    if (i == conns.end()) return;
+    auto& conn = i->second;
+    if (conn.busy || conn.in.empty()) return;
+    auto r = http::parse_request(conn.in, limits);
+    switch (r.outcome) {
+      case http::parse_result::state::incomplete:
+        if (r.expects_continue && !conn.continue_sent) {
+          conn.continue_sent = true;
+          static const std::string go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto& buf = self->wr_buf(hdl);
+          buf.insert(buf.end(), go_on.begin(), go_on.end());
+          self->flush(hdl);
         }
-        case 413:
-          return send_error(res, 413, "payload_too_large",
-                            "request body exceeds " + std::to_string(settings.http_max_body_bytes) + " bytes");
-        case 414: return send_error(res, 414, "uri_too_long", "request line too long");
-        case 400: return send_error(res, 400, "bad_request", "malformed request, or a header line over 8 KiB");
-        default: return send_error(res, res.status, "http_error", "HTTP status " + std::to_string(res.status));
+        return;
+      case http::parse_result::state::invalid: {
+        count(unmatched, "unmatched", r.status);
+        auto body = json{{"error", r.status == 413   ? "payload_too_large"
+                                   : r.status == 414 ? "uri_too_long"
+                                   : r.status == 505 ? "http_version_not_supported"
+                                   : r.status == 411 ? "length_required"
+                                   : r.status == 431 ? "headers_too_large"
+                                                     : "bad_request"},
+                          {"message", r.error}}
+                      .dump();
+        write_response(hdl, r.status, "application/json", body, true);
+        // A client still sending the refused body would see a reset instead of the 413
+        // if the connection closed at once: read (and drop) the body first, up to a bound.
+        if (r.status == 413 && r.request_bytes <= max_drained_bytes && r.request_bytes > conn.in.size()) {
+          conn.draining = r.request_bytes - conn.in.size();
+          conn.in.clear();
+          conn.busy = true;
+          return;
+        }
+        return drop(hdl);
       }
-    });
-    server.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-      std::string what = "unknown exception";
-      try {
-        std::rethrow_exception(ep);
-      } catch (const std::exception& e) {
-        what = e.what();
-      } catch (...) {
+      case http::parse_result::state::complete:
+        conn.in.erase(0, r.consumed);
+        conn.busy = true;
+        conn.continue_sent = false;
+        return dispatch(hdl, conn.serial, std::move(r.req));
+    }
+  }
+
+  void on_data(caf::io::connection_handle hdl, std::vector<char>& data) {
+    auto i = conns.find(hdl);
+    if (i == conns.end()) return;
+    auto& conn = i->second;
+    conn.last_activity = steady::now();
+    if (conn.draining > 0) {
+      conn.draining -= std::min(conn.draining, data.size());
+      if (conn.draining == 0) drop(hdl);
+      return;
+    }
+    conn.in.append(data.data(), data.size());
+    // Requests pipelined behind a slow one wait in `in`; a client must not pile up more.
+    if (conn.busy && conn.in.size() > limits.max_body + limits.max_header_bytes + limits.max_request_line) {
+      log::warn("http", "closing a connection that pipelined over {} bytes behind an unanswered request",
+                conn.in.size());
+      return drop(hdl);
+    }
+    serve(hdl);
+  }
+
+  void on_connection(caf::io::connection_handle hdl) {
+    if (conns.size() >= settings.http_max_connections) {
+      write_response(hdl, 503, "application/json",
+                     json{{"error", "unavailable"},
+                          {"message", "too many open HTTP connections (HTTP_MAX_CONNECTIONS is "
+                                        + std::to_string(settings.http_max_connections) + ")"}}
+                       .dump(),
+                     true);
+      self->close(hdl);
+      return;
+    }
+    auto& conn = conns[hdl];
+    conn.serial = next_serial++;
+    conn.last_activity = steady::now();
+    self->configure_read(hdl, caf::io::receive_policy::at_most(read_chunk));
+  }
+
+  // Closes connections whose request stalls (408) or that idled too long.
+  void expire_connections() {
+    auto now = steady::now();
+    std::vector<caf::io::connection_handle> stale;
+    for (auto& [hdl, conn] : conns) {
+      auto idle = now - conn.last_activity;
+      if (conn.draining > 0 && idle > read_timeout) stale.push_back(hdl);
+      if (conn.busy) continue;
+      if (!conn.in.empty() && idle > read_timeout) {
+        write_response(hdl, 408, "application/json",
+                       json{{"error", "request_timeout"}, {"message", "the request did not arrive in time"}}.dump(),
+                       true);
+        stale.push_back(hdl);
+      } else if (conn.in.empty() && idle > idle_timeout) {
+        stale.push_back(hdl);
       }
-      log::error("http", "handler failed: {}", what);
-      send_error(res, 500, "internal", what);
+    }
+    for (auto hdl : stale) drop(hdl);
+  }
+
+  caf::behavior run(caf::io::broker* b, std::shared_ptr<std::promise<std::optional<std::string>>> started) {
+    self = b;
+    auto bound = self->add_tcp_doorman(settings.http_port, settings.node_host.c_str(), true);
+    if (!bound) {
+      started->set_value("cannot listen for HTTP on " + settings.node_host + ":" + std::to_string(settings.http_port)
+                         + ": " + sys.render(bound.error()));
+      self->quit();
+      return {};
+    }
+    started->set_value(std::nullopt);
+    self->set_exit_handler([this](caf::exit_msg& msg) {
+      self->close_all();
+      conns.clear();
+      self->quit(msg.reason);
     });
-    auto threads = settings.http_threads;
-    server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-    server.set_read_timeout(10, 0);
-    server.set_write_timeout(10, 0);
-    server.set_keep_alive_max_count(1000000);
-    server.set_tcp_nodelay(true);  // answers are small: never wait for Nagle
+    self->delayed_send(self, tick_interval, gateway_tick_atom::value);
+    return {
+      [this](const caf::io::new_connection_msg& msg) { on_connection(msg.handle); },
+      [this](caf::io::new_data_msg& msg) { on_data(msg.handle, msg.buf); },
+      [this](const caf::io::connection_closed_msg& msg) { conns.erase(msg.handle); },
+      [this](const caf::io::acceptor_closed_msg&) { log::error("http", "the HTTP listener closed"); },
+      [this](gateway_tick_atom) {
+        expire_calls();
+        expire_connections();
+        self->delayed_send(self, tick_interval, gateway_tick_atom::value);
+      },
+    };
   }
 };
 
@@ -566,21 +806,26 @@ http_gateway::~http_gateway() { stop(); }
 
 std::optional<std::string> http_gateway::start() {
   auto& d = *impl_;
-  d.install_limits();
   d.install_routes();
-  if (!d.server.bind_to_port(d.settings.node_host.c_str(), d.settings.http_port))
-    return "cannot listen for HTTP on " + d.settings.node_host + ":" + std::to_string(d.settings.http_port)
-           + ": " + std::strerror(errno);
-  raise_listen_backlog(d.settings.http_port);
-  d.thread = std::thread([&d] { d.server.listen_after_bind(); });
+  auto started = std::make_shared<std::promise<std::optional<std::string>>>();
+  auto result = started->get_future();
+  auto* state = impl_.get();
+  d.broker = d.sys.middleman().spawn_broker(
+    [state, started](caf::io::broker* self) { return state->run(self, started); });
+  if (auto err = result.get()) return err;
   log::info("http", "serving HTTP on {}:{}", d.settings.node_host, d.settings.http_port);
   return std::nullopt;
 }
 
 void http_gateway::stop() {
-  if (!impl_ || !impl_->thread.joinable()) return;
-  impl_->server.stop();
-  impl_->thread.join();
+  if (!impl_ || !impl_->broker) return;
+  caf::scoped_actor self{impl_->sys};
+  self->monitor(impl_->broker);
+  self->send_exit(impl_->broker, caf::exit_reason::user_shutdown);
+  self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(3)) >> [] {
+    log::warn("http", "the HTTP gateway did not stop within 3 s");
+  });
+  impl_->broker = nullptr;
 }
 
 }  // namespace dsync

@@ -1,10 +1,15 @@
-// The HTTP/JSON API and /metrics on HTTP_PORT (cpp-httplib). It talks to the node only
-// through the node API actor, so HTTP and CAF clients see the same behaviour. Requests
-// run on the server's own worker threads (never on CAF's scheduler), each waiting for its
-// answer with a bounded timeout.
+// The HTTP/JSON API and /metrics on HTTP_PORT. It talks to the node only through the node
+// API actor, so HTTP and CAF clients see the same behaviour.
+//
+// It is a CAF broker: connections are multiplexed by CAF's I/O loop and every request is
+// an asynchronous request to the node actor, answered when its response arrives. No thread
+// blocks per connection or per request, so many requests cost one wake-up, not two thread
+// switches each (a thread-per-connection server spent most of a node's CPU on those).
 //
 // Limits: request bodies over HTTP_MAX_BODY_BYTES get 413, paths over 1024 bytes 414,
-// header lines over 8 KiB 400; every error is {"error": code, "message": text}.
+// header lines over 8 KiB 400, connections beyond HTTP_MAX_CONNECTIONS 503; a request
+// that stalls for 10 s gets 408 and an idle keep-alive connection is closed after 60 s;
+// every error is {"error": code, "message": text}.
 #pragma once
 
 #include <memory>
@@ -25,7 +30,7 @@ class http_gateway {
 
   // Binds the port and starts serving; an error text (naming the address) on failure.
   std::optional<std::string> start();
-  // Stops accepting, finishes requests in progress and joins the server thread.
+  // Stops accepting and closes every connection.
   void stop();
 
  private:

@@ -56,7 +56,9 @@ std::optional<std::string> check_key(const std::string& key) {
 template <class... Retry>
 caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forwarded, Retry... retry) {
   auto rp = self->make_response_promise<uint64_t>();
-  self->request(self->state.raft, local_timeout, propose_atom::value, control_group, control::kv_command(c))
+  // No CAF timeout (each would wake CAF's clock thread): the Raft group answers every
+  // proposal within its request timeout.
+  self->request(self->state.raft, caf::infinite, propose_atom::value, control_group, control::kv_command(c))
     .then(
       [=](std::string& answer) mutable {
         kv::outcome o;
@@ -198,7 +200,7 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
           if (!v) { rp.deliver(make_error(errc::not_found, "no value for key " + key)); return; }
           rp.deliver(kv_entry{key, v->value, v->revision});
         };
-        self->request(self->state.raft, local_timeout, query_atom::value, control_group, control::kv_query(key),
+        self->request(self->state.raft, caf::infinite, query_atom::value, control_group, control::kv_query(key),
                       linearizable)
           .then([=](std::string& answer) mutable { deliver(answer); },
                 [=](caf::error& err) mutable {

@@ -274,9 +274,9 @@ const std::vector<setting_def>& setting_table() {
     {"http-max-body-bytes", "HTTP_MAX_BODY_BYTES", "1048576",
      "largest HTTP request body accepted (1024..67108864); larger ones get 413",
      number(&node_settings::http_max_body_bytes, 1024, 64 << 20)},
-    {"http-threads", "HTTP_THREADS", "128",
-     "HTTP worker threads; each serves one keep-alive connection at a time (1..1024)",
-     number(&node_settings::http_threads, 1, 1024)},
+    {"http-max-connections", "HTTP_MAX_CONNECTIONS", "4096",
+     "open HTTP connections served at once (1..1000000); more are answered 503 and closed",
+     number(&node_settings::http_max_connections, 1, 1000000)},
   };
   return table;
 }
@@ -600,13 +600,13 @@ std::string dump_settings(const node_settings& s) {
     "queue-shards = {}\nqueue-replicas = {}\ncache-eviction = \"{}\"\ncache-write-policy = \"{}\"\n"
     "cache-coherence-protocol = \"{}\"\nlog-level = \"{}\"\npeer-ping-ms = {}\npeer-suspect-ms = {}\n"
     "peer-down-ms = {}\nraft-tick-ms = {}\nraft-election-ticks = {}\nraft-heartbeat-ticks = {}\n"
-    "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-threads = {}\n",
+    "raft-snapshot-entries = {}\nhttp-max-body-bytes = {}\nhttp-max-connections = {}\n",
     s.node_id, s.node_host, s.node_port, s.http_port, peers, s.cluster_id, s.join_existing ? "existing" : "new",
     s.data_dir, s.redis_host,
     s.redis_port, s.cache_size, s.queue_shards, s.queue_replicas,
     s.cache_lfu ? "lfu" : "lru", s.cache_write_through ? "write-through" : "write-back", to_string(s.protocol), to_string(s.level), s.peer_ping_ms,
     s.peer_suspect_ms, s.peer_down_ms, s.raft_tick_ms, s.raft_election_ticks, s.raft_heartbeat_ticks,
-    s.raft_snapshot_entries, s.http_max_body_bytes, s.http_threads);
+    s.raft_snapshot_entries, s.http_max_body_bytes, s.http_max_connections);
 }
 
 data_dir_lock prepare_data_dir(node_settings& s) {

@@ -60,7 +60,7 @@ struct node_settings {
   uint32_t raft_heartbeat_ticks = 2;
   uint64_t raft_snapshot_entries = 10000;  // applied entries between snapshots
   uint64_t http_max_body_bytes = 1 << 20;
-  uint32_t http_threads = 128;  // one per open keep-alive connection (cpp-httplib)
+  uint32_t http_max_connections = 4096;
 };
 
 // What the command line asked for besides running a node.

@@ -99,7 +99,7 @@ TEST_CASE("every setting is read from its environment variable") {
                    {"REDIS_HOST", "10.0.0.5"}, {"REDIS_PORT", "6380"}, {"CACHE_SIZE", "5"},
                    {"CACHE_COHERENCE_PROTOCOL", "mosi"}, {"LOG_LEVEL", "WARN"}, {"PEER_PING_MS", "100"},
                    {"PEER_SUSPECT_MS", "500"}, {"PEER_DOWN_MS", "900"}, {"HTTP_MAX_BODY_BYTES", "4096"},
-                   {"HTTP_THREADS", "3"}, {"RAFT_TICK_MS", "10"}, {"RAFT_ELECTION_TICKS", "20"},
+                   {"HTTP_MAX_CONNECTIONS", "3"}, {"RAFT_TICK_MS", "10"}, {"RAFT_ELECTION_TICKS", "20"},
                    {"RAFT_HEARTBEAT_TICKS", "3"}, {"RAFT_SNAPSHOT_ENTRIES", "500"}});
   CHECK(s.node_id == "n.1_a-b");
   CHECK(s.node_host == "localhost");
@@ -117,7 +117,7 @@ TEST_CASE("every setting is read from its environment variable") {
   CHECK(s.peer_suspect_ms == 500);
   CHECK(s.peer_down_ms == 900);
   CHECK(s.http_max_body_bytes == 4096);
-  CHECK(s.http_threads == 3);
+  CHECK(s.http_max_connections == 3);
   CHECK(s.raft_tick_ms == 10);
   CHECK(s.raft_election_ticks == 20);
   CHECK(s.raft_heartbeat_ticks == 3);
@@ -221,7 +221,7 @@ TEST_CASE("bad values name the variable, the value and what is expected") {
   CHECK(contains(with("PEER_SUSPECT_MS", "10"), "out of range"));
   CHECK(contains(with("PEER_DOWN_MS", "1"), "out of range"));
   CHECK(contains(with("HTTP_MAX_BODY_BYTES", "10"), "out of range (expected 1024..67108864)"));
-  CHECK(contains(with("HTTP_THREADS", "0"), "out of range (expected 1..1024)"));
+  CHECK(contains(with("HTTP_MAX_CONNECTIONS", "0"), "out of range (expected 1..1000000)"));
   CHECK(contains(with("CLUSTER_STATE", "old"), "'old' is not a cluster state (expected new or existing)"));
   CHECK(contains(with("RAFT_TICK_MS", "0"), "RAFT_TICK_MS=0: out of range (expected 1..1000)"));
   CHECK(contains(with("RAFT_ELECTION_TICKS", "2"), "out of range (expected 3..1000)"));
