@@ -20,7 +20,6 @@ using steady = std::chrono::steady_clock;
 
 // Time a request may take besides waiting for the lock: failover, forwarding, commit.
 constexpr auto request_budget = 4s;
-constexpr auto proposal_timeout = 3500ms;
 constexpr auto retry_delay = 100ms;
 
 using grant_fn = std::function<void(lock_grant&)>;
@@ -96,7 +95,8 @@ void propose(self_ptr self, const locks::command& c, OnOutcome on_outcome, error
     caf::error err = lock_error(errc::unavailable, "the Raft host is not attached yet");
     return failed(err);
   }
-  self->request(self->state.raft, proposal_timeout, propose_atom::value, control_group, control::lock_command(c))
+  // No CAF timeout (each wakes CAF's clock thread): the group answers within its request timeout.
+  self->request(self->state.raft, caf::infinite, propose_atom::value, control_group, control::lock_command(c))
     .then(
       [=](std::string& answer) mutable {
         locks::outcome o;
@@ -189,7 +189,7 @@ void local_status(self_ptr self, const std::string& lock, bool linearizable, std
     caf::error err = lock_error(errc::unavailable, "the Raft host is not attached yet");
     return failed(err);
   }
-  self->request(self->state.raft, proposal_timeout, query_atom::value, control_group, control::lock_query(lock),
+  self->request(self->state.raft, caf::infinite, query_atom::value, control_group, control::lock_query(lock),
                 linearizable)
     .then(
       [=](std::string& answer) mutable {
@@ -423,6 +423,7 @@ lock_service_actor spawn_lock_service(caf::actor_system& sys, std::string self_i
       [=](lock_leader_atom, bool leading) { on_leadership(self, leading); },
       [=](lock_tick_atom) { on_tick(self); },
       [=](lock_retry_atom, uint64_t id) { self->state.later.run(id); },
+      [=](forward_sweep_atom) { self->state.fwd.sweep(self); },
     };
   });
 }

@@ -43,9 +43,10 @@ using lock_service_actor = caf::typed_actor<
   // From the control group's state machine on this node.
   caf::reacts_to<lock_report_atom, lock_apply_report>,
   caf::reacts_to<lock_leader_atom, bool>,
-  // Internal timers: the table's next deadline; a delayed retry.
+  // Internal timers: the table's next deadline; a delayed retry; calls to other nodes.
   caf::reacts_to<lock_tick_atom>,
-  caf::reacts_to<lock_retry_atom, uint64_t>>;
+  caf::reacts_to<lock_retry_atom, uint64_t>,
+  caf::reacts_to<forward_sweep_atom>>;
 
 lock_service_actor spawn_lock_service(caf::actor_system& sys, std::string self_id, peer_links_actor links,
                                       metrics::registry& metrics);

@@ -272,6 +272,7 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
       [=](cache_msg_atom a, std::string& from, std::string& bytes) {
         self->send(self->state.cache, a, std::move(from), std::move(bytes));
       },
+      [=](forward_sweep_atom) { self->state.fwd.sweep(self); },
     };
   });
 }

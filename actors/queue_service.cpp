@@ -24,7 +24,6 @@ using steady = std::chrono::steady_clock;
 
 // Time a request may take besides a long poll's wait: failover, forwarding, commit.
 constexpr auto request_budget = 4s;
-constexpr auto proposal_timeout = 3500ms;
 constexpr auto retry_delay = 100ms;
 constexpr auto placement_refresh = 5s;
 constexpr auto preferred_leader_delay = 500ms;
@@ -125,7 +124,8 @@ void propose(self_ptr self, uint64_t group, const queue::command& c, outcome_fn 
   }
   auto stamped = c;
   stamped.now_ms = wall_clock_ms();
-  self->request(self->state.raft, proposal_timeout, propose_atom::value, group, queue::encode(stamped))
+  // No CAF timeout (each wakes CAF's clock thread): the group answers within its request timeout.
+  self->request(self->state.raft, caf::infinite, propose_atom::value, group, queue::encode(stamped))
     .then(
       [=](std::string& answer) mutable {
         queue::outcome o;
@@ -204,7 +204,7 @@ void local_query(self_ptr self, uint64_t group, std::string q, std::function<voi
     caf::error err = queue_error(errc::unavailable, "the Raft host is not attached yet");
     return failed(err);
   }
-  self->request(self->state.raft, proposal_timeout, query_atom::value, group, std::move(q), true)
+  self->request(self->state.raft, caf::infinite, query_atom::value, group, std::move(q), true)
     .then([=](std::string& answer) mutable { done(answer); }, [=](caf::error& err) mutable { failed(err); });
 }
 
@@ -740,6 +740,7 @@ queue_service_actor spawn_queue_service(caf::actor_system& sys, queue_service_se
       [=](queue_leader_atom, uint64_t group, bool leading) { on_leadership(self, group, leading); },
       [=](queue_tick_atom, uint64_t group) { on_tick(self, group); },
       [=](queue_retry_atom, uint64_t id) { self->state.later.run(id); },
+      [=](forward_sweep_atom) { self->state.fwd.sweep(self); },
     };
   });
 }

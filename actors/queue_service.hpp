@@ -48,9 +48,10 @@ using queue_service_actor = caf::typed_actor<
   // From the shards' state machines on this node.
   caf::reacts_to<queue_report_atom, queue_apply_report>,
   caf::reacts_to<queue_leader_atom, uint64_t, bool>,
-  // Internal timers: a shard's next deadline (group); a delayed step.
+  // Internal timers: a shard's next deadline (group); a delayed step; calls to other nodes.
   caf::reacts_to<queue_tick_atom, uint64_t>,
-  caf::reacts_to<queue_retry_atom, uint64_t>>;
+  caf::reacts_to<queue_retry_atom, uint64_t>,
+  caf::reacts_to<forward_sweep_atom>>;
 
 struct queue_service_settings {
   std::string self;

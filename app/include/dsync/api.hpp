@@ -65,6 +65,8 @@ using cache_del_atom = caf::atom_constant<caf::atom("c_del")>;
 using cache_inval_atom = caf::atom_constant<caf::atom("c_inval")>;
 using cache_stats_atom = caf::atom_constant<caf::atom("c_stats")>;
 using cache_msg_atom = caf::atom_constant<caf::atom("c_msg")>;
+// Internal: the timer of the node actor's calls to other nodes (actors/forwarder.hpp).
+using forward_sweep_atom = caf::atom_constant<caf::atom("fwd_sweep")>;
 
 // Errors a node answers with; they cross the network intact (code, category, context).
 enum class errc : uint8_t {
@@ -388,7 +390,9 @@ using node_api = caf::typed_actor<
   caf::replies_to<cache_inval_atom, std::string>::with<bool>,
   caf::replies_to<cache_stats_atom>::with<cache_stats>,
   // Coherence traffic between nodes: (sender node id, encoded protocols/cache message).
-  caf::reacts_to<cache_msg_atom, std::string, std::string>>;
+  caf::reacts_to<cache_msg_atom, std::string, std::string>,
+  // Internal: the timer of this node's calls to other nodes; harmless from elsewhere.
+  caf::reacts_to<forward_sweep_atom>>;
 
 // Receives membership changes (one member_status per change).
 using membership_listener = caf::typed_actor<caf::reacts_to<member_atom, member_status>>;
