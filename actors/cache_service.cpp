@@ -29,6 +29,10 @@ constexpr auto tick_interval = 250ms;
 constexpr auto redis_timeout = 3s;
 constexpr auto memory_retry = 200ms;
 constexpr auto lookup_retry = 200ms;
+// The mirror serves hits only this long after the last tick: a process stopped for longer
+// may have been declared dead, and must not serve its old lines before on_tick noticed
+// (which drops them); shorter than the 1500 ms after which on_tick drops the cache.
+constexpr auto mirror_lease = 1000ms;
 // A membership change is committed once the set of live members has been stable this long.
 constexpr int stable_ticks = 4;
 
@@ -49,6 +53,8 @@ struct service_state {
   raft_host_actor raft;
   std::unique_ptr<cache::controller> ctrl;
   std::unique_ptr<cache::directory> dir;
+  // This node's readable lines, for hits served without an actor (cache_mirror.hpp).
+  std::shared_ptr<cache_mirror> mirror;
   uint64_t epoch = 0;
   std::vector<std::string> members;
   // Local deliveries, after the batch that produced them.
@@ -175,6 +181,13 @@ void finish(self_ptr self, cache::completion& c) {
   req.done(c);
 }
 
+// Hits served from the mirror count for the replacement order too (LRU/LFU).
+void note_mirror_hits(self_ptr self) {
+  auto& st = self->state;
+  if (!st.ctrl) return;
+  for (auto& [key, times] : st.mirror->take_uses()) st.ctrl->note_hits(key, times);
+}
+
 void drain_local(self_ptr self) {
   auto& st = self->state;
   // Messages that arrive before this node knows the first membership wait for it.
@@ -203,6 +216,10 @@ void count_message(self_ptr self, cache::msg_kind kind) {
 
 void apply(self_ptr self, cache::effects fx, component from) {
   auto& st = self->state;
+  // The mirror first: before any message of this step leaves (an Inv-Ack, a Recall-Ack,
+  // data forwarded to a new owner, a Put) and before any completion is delivered, the
+  // mirror must no longer serve what the step took away, and must serve what it wrote.
+  if (from == component::controller && st.ctrl) st.mirror->sync(*st.ctrl, st.ctrl->take_changed());
   for (auto& e : fx.messages) {
     count_message(self, e.msg.kind);
     if (e.to == st.settings.self) st.local.emplace_back(st.settings.self, std::move(e.msg));
@@ -231,9 +248,12 @@ void start_components(self_ptr self) {
   cc.policy = st.settings.write_through ? cache::write_policy::write_through : cache::write_policy::write_back;
   cc.capacity = st.settings.capacity;
   cc.replacement = st.settings.lfu ? cache::replacement_kind::lfu : cache::replacement_kind::lru;
+  cc.track_changes = true;  // for the mirror
   cache::directory::config dc;
   dc.self = st.settings.self;
   dc.proto = cc.proto;
+  // The old lines are gone (and may be stale): nothing may be served from them any more.
+  st.mirror->clear();
   // Requests in flight belong to the old components: they fail and may be retried.
   // Messages already queued are for the old components too, unless there were none yet.
   auto requests = std::move(st.requests);
@@ -337,7 +357,8 @@ void publish_metrics(self_ptr self) {
   if (!st.ctrl) return;
   auto& c = st.ctrl->stats();
   auto& d = st.dir->stats();
-  publish(self, "dsync_cache_hits_total", "Cache reads served from a line of this node", c.hits);
+  const uint64_t hits = c.hits + st.mirror->hits();
+  publish(self, "dsync_cache_hits_total", "Cache reads served from a line of this node", hits);
   publish(self, "dsync_cache_misses_total", "Cache reads that needed the home directory", c.misses);
   publish(self, "dsync_cache_evictions_total", "Lines evicted to make room", c.evictions);
   publish(self, "dsync_cache_write_backs_total", "Dirty data sent home or to Redis", c.write_backs);
@@ -347,7 +368,7 @@ void publish_metrics(self_ptr self) {
           d.invalidations);
   publish(self, "dsync_cache_memory_reads_total", "Redis reads by this node's directory", d.mem_reads);
   publish(self, "dsync_cache_memory_writes_total", "Redis writes by this node's directory", d.mem_writes);
-  auto ratio = c.hits + c.misses ? static_cast<double>(c.hits) / static_cast<double>(c.hits + c.misses) : 0.0;
+  auto ratio = hits + c.misses ? static_cast<double>(hits) / static_cast<double>(hits + c.misses) : 0.0;
   st.registry->get_gauge("dsync_cache_hit_ratio", "Hits / (hits + misses) since start").set(ratio);
   for (auto s : {cache::cache_state::M, cache::cache_state::O, cache::cache_state::E, cache::cache_state::S})
     st.registry
@@ -366,6 +387,8 @@ void on_tick(self_ptr self) {
     start_components(self);
   }
   st.last_tick = now;
+  st.mirror->live_until(steady::now() + mirror_lease);
+  note_mirror_hits(self);
   check_membership(self);
   publish_metrics(self);
   self->delayed_send(self, tick_interval, cache_tick_atom::value);
@@ -380,6 +403,7 @@ void submit(self_ptr self, cache::op_kind kind, const std::string& key, const st
     c.error = "not_serving";
     return done(c);
   }
+  note_mirror_hits(self);  // so that a miss evicting a line sees the latest uses
   auto id = ++st.next_request;
   st.requests.emplace(id, pending_request{std::move(done), steady::now(), kind});
   apply(self, st.ctrl->submit(cache::client_op{id, kind, key, value}), component::controller);
@@ -431,14 +455,17 @@ caf::result<T> run(self_ptr self, cache::op_kind kind, const std::string& key, c
 }  // namespace
 
 cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_settings settings,
-                                        peer_links_actor links, redis_actor redis, metrics::registry& registry) {
+                                        peer_links_actor links, redis_actor redis, metrics::registry& registry,
+                                        std::shared_ptr<cache_mirror> mirror) {
+  if (!mirror) mirror = std::make_shared<cache_mirror>();
   return sys.spawn([=, &registry](self_ptr self) -> cache_service_actor::behavior_type {
     auto& st = self->state;
     st.settings = settings;
+    st.mirror = mirror;
     st.links = links;
     st.redis = redis;
     st.registry = &registry;
-    st.get_seconds = &registry.get_histogram("dsync_cache_get_seconds", "Cache get latency on this node",
+    st.get_seconds = &registry.get_histogram(cache_get_seconds_metric, cache_get_seconds_help,
                                              metrics::latency_buckets_seconds());
     st.put_seconds = &registry.get_histogram("dsync_cache_put_seconds", "Cache put latency on this node",
                                              metrics::latency_buckets_seconds());
@@ -488,7 +515,7 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
           out.lines_e = st.ctrl->lines_in(cache::cache_state::E);
           out.lines_s = st.ctrl->lines_in(cache::cache_state::S);
           auto& c = st.ctrl->stats();
-          out.hits = c.hits;
+          out.hits = c.hits + st.mirror->hits();
           out.misses = c.misses;
           out.evictions = c.evictions;
           out.write_backs = c.write_backs;

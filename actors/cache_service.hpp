@@ -15,8 +15,16 @@
 //   hashes keys to the same homes in the same epoch. Its leader commits a new membership
 //   when a member has been down (or back) for a moment. Deaths and returns of peers come
 //   from the peer links and go to both components at once.
+// - Read hits: after every step of the controller, and before acting on that step's
+//   effects, the lines it changed are copied into (or erased from) the cache mirror, from
+//   which the HTTP gateway answers hits without a message (cache_mirror.hpp says why that
+//   is coherent). Hits served there are counted in the hit metrics and fed back into the
+//   replacement order on the next request or tick.
 #pragma once
 
+#include <memory>
+
+#include "actors/cache_mirror.hpp"
 #include "actors/control_machine.hpp"
 #include "actors/metrics.hpp"
 #include "actors/peer_links.hpp"
@@ -58,8 +66,12 @@ struct cache_service_settings {
   std::string redis_address;  // for error messages
 };
 
+// `mirror`: the copy of this node's readable lines that the service keeps up to date after
+// every step of its controller, for read hits served without an actor (cache_mirror.hpp);
+// the HTTP gateway reads it. Null: the service keeps one nobody reads.
 cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_settings settings,
-                                        peer_links_actor links, redis_actor redis, metrics::registry& metrics);
+                                        peer_links_actor links, redis_actor redis, metrics::registry& metrics,
+                                        std::shared_ptr<cache_mirror> mirror = nullptr);
 
 // The hooks through which the control machine on this node reports to `service`.
 cache_observer observe_cache(cache_service_actor service);

@@ -10,6 +10,7 @@
 
 #include <caf/io/all.hpp>
 
+#include "actors/cache_mirror.hpp"
 #include "actors/http/request_parser.hpp"
 #include "actors/log.hpp"
 #include "protocols/cache/types.hpp"
@@ -25,6 +26,7 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 constexpr auto request_timeout = 5s;
+constexpr size_t max_ack_batch = 100;
 constexpr auto read_timeout = 10s;   // a request that has begun must arrive within this
 constexpr auto idle_timeout = 60s;   // a keep-alive connection with nothing to do is closed
 constexpr size_t read_chunk = 64 * 1024;
@@ -139,6 +141,7 @@ struct connection {
   bool busy = false;           // a request is being answered; the next ones wait in `in`
   bool continue_sent = false;  // "100 Continue" went out for the request being received
   size_t draining = 0;         // bytes of a refused (413) body still to read before closing
+  bool serving = false;        // serve() is running for this connection
   steady::time_point last_activity;
 };
 
@@ -175,6 +178,9 @@ struct http_gateway::impl {
   http::limits limits;
   std::vector<route> routes;
   caf::actor broker;
+  // This node's readable cache lines, kept by the cache service; null: every get asks it.
+  std::shared_ptr<cache_mirror> cache_lines;
+  metrics::histogram* cache_get_seconds = nullptr;
 
   // Broker state: touched only on the broker's thread.
   caf::io::broker* self = nullptr;
@@ -182,9 +188,12 @@ struct http_gateway::impl {
   uint64_t next_serial = 1;
   std::multimap<steady::time_point, std::weak_ptr<http_call>> waiting;  // calls asked of the node, by deadline
 
-  impl(caf::actor_system& s, node_api n, const node_settings& cfg, metrics::registry& m)
-    : sys(s), node(std::move(n)), settings(cfg), metrics(m) {
+  impl(caf::actor_system& s, node_api n, const node_settings& cfg, metrics::registry& m,
+       std::shared_ptr<cache_mirror> lines)
+    : sys(s), node(std::move(n)), settings(cfg), metrics(m), cache_lines(std::move(lines)) {
     limits.max_body = settings.http_max_body_bytes;
+    cache_get_seconds =
+      &metrics.get_histogram(cache_get_seconds_metric, cache_get_seconds_help, metrics::latency_buckets_seconds());
   }
 
   // ---- answering ----------------------------------------------------------------------
@@ -241,23 +250,32 @@ struct http_gateway::impl {
   }
 
   // Maps a node's answer to HTTP: no quorum or no answer in time is 503.
-  void send_failure(http_call& c, const caf::error& err) {
+  static std::pair<int, json> failure_of(const caf::error& err) {
+    auto error = [&](int status, const char* code, const std::string& message) {
+      return std::pair<int, json>{status, json{{"error", code}, {"message", message}}};
+    };
     if (err == errc::unavailable || err == caf::sec::request_timeout)
-      return send_error(c, 503, "unavailable", message_of(err));
-    if (err == errc::bad_request) return send_error(c, 400, "bad_request", message_of(err));
-    if (err == errc::not_found) return send_error(c, 404, "not_found", message_of(err));
-    if (err == errc::not_leader) return send_error(c, 503, "unavailable", "no reachable Raft leader");
-    if (err == errc::timeout) return send_error(c, 409, "timeout", message_of(err));
-    if (err == errc::not_held) return send_error(c, 409, "not_held", message_of(err));
-    if (err == errc::limit_exceeded) return send_error(c, 429, "limit_exceeded", message_of(err));
-    if (err == errc::stale_receipt) return send_error(c, 409, "stale_receipt", message_of(err));
+      return error(503, "unavailable", message_of(err));
+    if (err == errc::bad_request) return error(400, "bad_request", message_of(err));
+    if (err == errc::not_found) return error(404, "not_found", message_of(err));
+    if (err == errc::not_leader) return error(503, "unavailable", "no reachable Raft leader");
+    if (err == errc::timeout) return error(409, "timeout", message_of(err));
+    if (err == errc::not_held) return error(409, "not_held", message_of(err));
+    if (err == errc::limit_exceeded) return error(429, "limit_exceeded", message_of(err));
+    if (err == errc::stale_receipt) return error(409, "stale_receipt", message_of(err));
     if (err == errc::deadlock) {
-      json body{{"error", "deadlock"}, {"message", message_of(err)}, {"cycle", json::array()}};
+      auto out = error(409, "deadlock", message_of(err));
+      out.second["cycle"] = json::array();
       if (err.context().match_elements<std::string, std::vector<std::string>>())
-        body["cycle"] = err.context().get_as<std::vector<std::string>>(1);
-      return send_json(c, 409, body);
+        out.second["cycle"] = err.context().get_as<std::vector<std::string>>(1);
+      return out;
     }
-    send_error(c, 500, "internal", message_of(err));
+    return error(500, "internal", message_of(err));
+  }
+
+  void send_failure(http_call& c, const caf::error& err) {
+    auto [status, body] = failure_of(err);
+    send_json(c, status, body);
   }
 
   // Asks the node actor; `on_answer(T&)` answers the call, a failure is mapped by send_failure.
@@ -265,12 +283,17 @@ struct http_gateway::impl {
   // be woken for every request.
   template <class T, class OnAnswer, class... Ts>
   void ask_within(const call_ptr& c, steady::duration timeout, OnAnswer on_answer, Ts&&... xs) {
-    c->deadline = waiting.emplace(steady::now() + timeout, c);
+    answer_within(c, timeout);
     self->request(node, caf::infinite, std::forward<Ts>(xs)...)
       .then([c, on_answer](T& value) mutable {
               if (!c->answered) on_answer(value);
             },
             [this, c](caf::error& err) { send_failure(*c, err); });
+  }
+
+  // The call is answered 503 if nothing answers it within `timeout`.
+  void answer_within(const call_ptr& c, steady::duration timeout) {
+    if (!c->deadline) c->deadline = waiting.emplace(steady::now() + timeout, c);
   }
 
   void expire_calls() {
@@ -347,6 +370,52 @@ struct http_gateway::impl {
   }
 
   // ---- routes ---------------------------------------------------------------------------
+
+  // {"messages": [{"id", "receipt"}, ...]}: acks them all at once (they share Raft
+  // batches), answering each one's outcome: {"acked": n, "results": [...]}.
+  void ack_batch(const call_ptr& c, const json& body) {
+    auto& list = body["messages"];
+    if (!list.is_array() || list.empty() || list.size() > max_ack_batch)
+      return send_error(*c, 400, "bad_request",
+                        "\"messages\" must be an array of 1.." + std::to_string(max_ack_batch) + " {\"id\", \"receipt\"}");
+    std::vector<std::pair<std::string, uint64_t>> acks;
+    for (auto& m : list) {
+      auto id = m.is_object() ? m.find("id") : m.end();
+      auto receipt = m.is_object() ? m.find("receipt") : m.end();
+      if (!m.is_object() || id == m.end() || !id->is_string() || receipt == m.end() || !receipt->is_number_unsigned())
+        return send_error(*c, 400, "bad_request",
+                          "every item of \"messages\" needs \"id\" (a string) and \"receipt\" (a non-negative integer)");
+      acks.emplace_back(id->get<std::string>(), receipt->get<uint64_t>());
+    }
+    struct outcome {
+      json results = json::array();
+      size_t left = 0;
+      uint64_t acked = 0;
+    };
+    auto out = std::make_shared<outcome>();
+    out->results = json(std::vector<json>(acks.size()));
+    out->left = acks.size();
+    answer_within(c, request_timeout);
+    auto settle = [this, c, out](size_t i, json result) {
+      out->results[i] = std::move(result);
+      if (--out->left == 0) send_json(*c, 200, json{{"acked", out->acked}, {"results", out->results}});
+    };
+    for (size_t i = 0; i < acks.size(); ++i) {
+      auto id = acks[i].first;
+      self->request(node, caf::infinite, queue_ack_atom::value, c->args[0], id, acks[i].second, false)
+        .then(
+          [=](bool) {
+            ++out->acked;
+            settle(i, json{{"id", id}, {"acked", true}});
+          },
+          [=](caf::error& err) {
+            auto [status, why] = failure_of(err);
+            why["id"] = id;
+            why["acked"] = false;
+            settle(i, std::move(why));
+          });
+    }
+  }
 
   void on(const char* method, const std::string& path, std::function<void(const call_ptr&)> handler) {
     auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
@@ -522,6 +591,7 @@ struct http_gateway::impl {
       return [this, ack](const call_ptr& c) {
         auto body = parse_body(*c);
         if (!body) return;
+        if (ack && body->contains("messages")) return ack_batch(c, *body);
         auto id = body->find("id");
         if (id == body->end() || !id->is_string())
           return send_error(*c, 400, "bad_request", "the body needs \"id\": the message id from dequeue");
@@ -603,6 +673,22 @@ struct http_gateway::impl {
                 value);
     });
     on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {
+      // A hit on a line this node holds readable is answered here, from the mirror the cache
+      // service keeps, without a message to the node or cache actor (cache_mirror.hpp says
+      // why that is coherent); the same body as the cache service's answer. Anything else
+      // (a miss, a line in transit, a key this node does not hold) asks the service.
+      if (cache_lines) {
+        auto now = steady::now();
+        if (auto hit = cache_lines->lookup(c->args[0], now)) {
+          if (hit->value)
+            send_json(*c, 200, json{{"key", c->args[0]}, {"value", *hit->value},
+                                    {"state", std::string{cache::to_string(hit->state)}}});
+          else
+            send_error(*c, 404, "not_found", "no value for key " + c->args[0]);
+          cache_get_seconds->observe(std::chrono::duration<double>(steady::now() - now).count());
+          return;
+        }
+      }
       ask<cache_entry>(
         c, [this, c](cache_entry& r) { send_json(*c, 200, json{{"key", r.key}, {"value", r.value}, {"state", r.state}}); },
         cache_get_atom::value, c->args[0]);
@@ -667,13 +753,21 @@ struct http_gateway::impl {
   // Parses and starts the next request of a connection, if one is complete and none is
   // being answered.
   void serve(caf::io::connection_handle hdl) {
-    auto i = conns.find(hdl);
-    if (i == conns.end()) return;
-    auto& conn = i->second;
-    if (conn.busy || conn.in.empty()) return;
-    auto r = http::parse_request(conn.in, limits);
-    switch (r.outcome) {
-      case http::parse_result::state::incomplete:
+    // A loop, not recursion: a request answered at once (an error, a cache hit) makes its
+    // connection ready for the next one while this call is still on the stack, and a
+    // client may have pipelined thousands.
+    if (auto i = conns.find(hdl); i == conns.end() || i->second.serving) return;
+    conns[hdl].serving = true;
+    for (;;) {
+      auto i = conns.find(hdl);
+      if (i == conns.end()) return;  // dropped by what answered the last request
+      auto& conn = i->second;
+      if (conn.busy || conn.in.empty()) {
+        conn.serving = false;
+        return;
+      }
+      auto r = http::parse_request(conn.in, limits);
+      if (r.outcome == http::parse_result::state::incomplete) {
         if (r.expects_continue && !conn.continue_sent) {
           conn.continue_sent = true;
           static const std::string go_on = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -681,8 +775,10 @@ struct http_gateway::impl {
           buf.insert(buf.end(), go_on.begin(), go_on.end());
           self->flush(hdl);
         }
+        conn.serving = false;
         return;
-      case http::parse_result::state::invalid: {
+      }
+      if (r.outcome == http::parse_result::state::invalid) {
         count(unmatched, "unmatched", r.status);
         auto body = json{{"error", r.status == 413   ? "payload_too_large"
                                    : r.status == 414 ? "uri_too_long"
@@ -699,15 +795,15 @@ struct http_gateway::impl {
           conn.draining = r.request_bytes - conn.in.size();
           conn.in.clear();
           conn.busy = true;
+          conn.serving = false;
           return;
         }
         return drop(hdl);
       }
-      case http::parse_result::state::complete:
-        conn.in.erase(0, r.consumed);
-        conn.busy = true;
-        conn.continue_sent = false;
-        return dispatch(hdl, conn.serial, std::move(r.req));
+      conn.in.erase(0, r.consumed);
+      conn.busy = true;
+      conn.continue_sent = false;
+      dispatch(hdl, conn.serial, std::move(r.req));
     }
   }
 
@@ -799,8 +895,8 @@ struct http_gateway::impl {
 };
 
 http_gateway::http_gateway(caf::actor_system& sys, node_api node, const node_settings& settings,
-                           metrics::registry& metrics)
-  : impl_(std::make_unique<impl>(sys, std::move(node), settings, metrics)) {}
+                           metrics::registry& metrics, std::shared_ptr<cache_mirror> cache_lines)
+  : impl_(std::make_unique<impl>(sys, std::move(node), settings, metrics, std::move(cache_lines))) {}
 
 http_gateway::~http_gateway() { stop(); }
 

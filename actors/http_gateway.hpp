@@ -1,5 +1,6 @@
 // The HTTP/JSON API and /metrics on HTTP_PORT. It talks to the node only through the node
-// API actor, so HTTP and CAF clients see the same behaviour.
+// API actor, so HTTP and CAF clients see the same behaviour. One exception: a cache read
+// hit is answered from this node's cache mirror (cache_mirror.hpp), with the same body.
 //
 // It is a CAF broker: connections are multiplexed by CAF's I/O loop and every request is
 // an asynchronous request to the node actor, answered when its response arrives. No thread
@@ -22,10 +23,14 @@
 
 namespace dsync {
 
+class cache_mirror;
+
 class http_gateway {
  public:
+  // `cache_lines`: this node's readable cache lines (cache_mirror.hpp), from which
+  // GET /v1/cache/{key} answers hits without asking the node; null: it always asks.
   http_gateway(caf::actor_system& sys, node_api node, const node_settings& settings,
-               metrics::registry& metrics);
+               metrics::registry& metrics, std::shared_ptr<cache_mirror> cache_lines = nullptr);
   ~http_gateway();
 
   // Binds the port and starts serving; an error text (naming the address) on failure.

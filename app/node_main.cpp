@@ -7,6 +7,7 @@
 #include <sstream>
 #include <unistd.h>
 
+#include "actors/cache_mirror.hpp"
 #include "actors/http_gateway.hpp"
 #include "actors/log.hpp"
 #include "actors/metrics.hpp"
@@ -166,7 +167,10 @@ int main(int argc, char** argv) {
     cs.lfu = s.cache_lfu;
     cs.capacity = s.cache_size;
     cs.redis_address = s.redis_host + ":" + std::to_string(s.redis_port);
-    auto cache = spawn_cache_service(sys, cs, links, redis, registry);
+    // This node's readable cache lines: written by the cache service after each step of its
+    // controller, read by the HTTP gateway to answer hits without an actor.
+    auto cache_lines = std::make_shared<cache_mirror>();
+    auto cache = spawn_cache_service(sys, cs, links, redis, registry, cache_lines);
     rs.make_machine = [locks, queues, cache](uint64_t group) -> std::unique_ptr<state_machine> {
       if (group == control_group) return std::make_unique<control_machine>(observe_locks(locks), observe_cache(cache));
       return std::make_unique<queue_machine>(group, static_cast<uint32_t>(group - 1), observe_queues(queues));
@@ -176,7 +180,7 @@ int main(int argc, char** argv) {
     caf::anon_send(queues, queue_attach_atom::value, raft);
     caf::anon_send(cache, cache_attach_atom::value, raft);
     auto node = spawn_node_actor(sys, self_info, links, raft, locks, queues, cache, registry);
-    http_gateway gateway{sys, node, s, registry};
+    http_gateway gateway{sys, node, s, registry, cache_lines};
 
     auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);
     if (!port) {

@@ -177,6 +177,12 @@ effects controller::on_node_up(const std::string& node) {
   return std::exchange(fx_, {});
 }
 
+void controller::note_hits(const std::string& key, uint64_t times) {
+  auto it = lines_.find(key);
+  if (it == lines_.end() || !readable(it->second.st)) return;
+  replacer_.touch(key, times);
+}
+
 // --- inspection ---------------------------------------------------------------------
 
 cache_state controller::state(const std::string& key) const {
@@ -478,6 +484,7 @@ void controller::handle_data(line& l, const message& m) {
       record(l.st, ev::revert_data);
       l.val = m.val;
       l.dirty = false;
+      changed(m.key);
     } else {
       ++stats_.duplicate_messages;
     }
@@ -789,6 +796,7 @@ bool controller::write(const std::string& key, line& l, pending& p) {
   }
   l.has_data = true;
   l.val = p.op.value;
+  changed(key);
   if (cfg_.policy == write_policy::write_back) {
     l.dirty = true;
     finish_head(key, status::ok, {}, cs::M);
@@ -902,6 +910,7 @@ controller::line& controller::create(const std::string& key, cache_state st) {
 void controller::set_state(const std::string& key, line& l, cache_state st) {
   const cs old = l.st;
   if (old == st) return;
+  changed(key);
   if (old != cs::I) --state_counts_[static_cast<size_t>(old)];
   if (st != cs::I) ++state_counts_[static_cast<size_t>(st)];
   if (resident(old) && !resident(st)) {

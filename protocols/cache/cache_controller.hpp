@@ -39,6 +39,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protocols/cache/messages.hpp"
@@ -69,6 +70,8 @@ class controller {
     replacement_kind replacement = replacement_kind::lru;
     size_t max_pending_ops = 10000;                     // client operations queued or running
     size_t max_future_messages = 100000;                // buffered from a newer epoch
+    // Record the keys of lines that change, for take_changed() (off: nothing recorded).
+    bool track_changes = false;
     // Empty if usable, else what is wrong.
     std::string validate() const;
   };
@@ -105,6 +108,17 @@ class controller {
   effects on_membership(membership m);
   effects on_node_down(const std::string& node);
   effects on_node_up(const std::string& node);
+  // Loads of `key` served outside the controller from a copy of its readable line (the
+  // node's read fast path, actors/cache_mirror.hpp): `times` uses for the replacement
+  // order (LRU: now the most recent; LFU: counted). Ignored unless the line is readable.
+  // No effects; stats().hits does not include them (the caller counts its own).
+  void note_hits(const std::string& key, uint64_t times);
+
+  // With config::track_changes: the keys whose line may have changed state or value since
+  // the last call (created, changed, removed), in order, possibly repeated; empty without.
+  // A caller that keeps a copy of the readable lines reads state() and data() of these
+  // keys after every input, before it acts on that input's effects.
+  std::vector<std::string> take_changed() { return std::exchange(changed_, {}); }
 
   // --- inspection (tests, simulation, metrics) ---
   cache_state state(const std::string& key) const;
@@ -187,6 +201,9 @@ class controller {
   line* find(const std::string& key, uint64_t e);
   line& create(const std::string& key, cache_state st);
   void set_state(const std::string& key, line& l, cache_state st);
+  void changed(const std::string& key) {
+    if (cfg_.track_changes) changed_.push_back(key);
+  }
   void remove(const std::string& key);
   bool all_acked(const line& l) const;
   void record(cache_state s, cache_event e) {
@@ -219,6 +236,8 @@ class controller {
   std::set<std::string> waiting_slot_;              // keys waiting for a free line
 
   std::vector<std::pair<std::string, message>> future_;  // from a newer epoch
+
+  std::vector<std::string> changed_;  // for take_changed()
 
   counters stats_;
   uint64_t transitions_[cache_state_count][cache_event_count] = {};

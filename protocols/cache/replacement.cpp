@@ -8,12 +8,12 @@ void replacer::insert(const std::string& key) {
   order_.emplace(kind_ == replacement_kind::lfu ? 1 : 0, clock_, key);
 }
 
-void replacer::touch(const std::string& key) {
+void replacer::touch(const std::string& key, uint64_t times) {
   auto it = rank_.find(key);
-  if (it == rank_.end()) return;
+  if (it == rank_.end() || times == 0) return;
   auto& [uses, last] = it->second;
   order_.erase(entry{kind_ == replacement_kind::lfu ? uses : 0, last, key});
-  ++uses;
+  uses += times;
   last = ++clock_;
   order_.emplace(kind_ == replacement_kind::lfu ? uses : 0, last, key);
 }

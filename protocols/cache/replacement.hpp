@@ -27,8 +27,9 @@ class replacer {
 
   // A line was filled (or re-filled): one use, most recent. Re-inserting resets the count.
   void insert(const std::string& key);
-  // A hit. Ignored for keys not inserted.
-  void touch(const std::string& key);
+  // A hit (`times` hits at once: LFU counts them all, LRU makes the key most recent).
+  // Ignored for keys not inserted, or if times is 0.
+  void touch(const std::string& key, uint64_t times = 1);
   void erase(const std::string& key);
   void clear();
   size_t size() const { return rank_.size(); }

@@ -181,6 +181,38 @@ def test_concurrent_history_has_no_stale_reads():
         assert all(v > 10 for v in done_before.values()), done_before
 
 
+def test_write_then_read_elsewhere_never_stale():
+    """Hits are answered from each node's mirror of its readable lines, without the cache
+    actor. A put that completed must have taken every other copy away first: a read on a
+    node that had the line Shared, right after the put's answer, sees the new value (200
+    rounds, the writer rotating over the nodes)."""
+    for protocol in ("MESI", "MOESI"):
+        with Redis(TMP_ROOT) as redis, cache_cluster(f"cache-fast-{protocol}", redis, protocol) as c:
+            serving(c)
+            nodes = c.nodes
+            assert put(nodes[0], "fast", "v0")[0] == 200
+            last = "v0"
+            for i in range(1, 201):
+                writer = nodes[i % 3]
+                others = [n for n in nodes if n is not writer]
+                # Every node holds the line readable (twice: the second read is a hit).
+                for n in nodes:
+                    for _ in range(2):
+                        s, body = get(n, "fast")
+                        assert s == 200 and body["value"] == last, (protocol, i, n.node_id, s, body)
+                for n in others:
+                    state = get(n, "fast")[1]["state"]
+                    assert state in ("S", "O", "E", "M"), (protocol, i, n.node_id, state)
+                last = f"v{i}"
+                assert put(writer, "fast", last) == (200, {"ok": True}), (protocol, i)
+                for n in others + [writer]:
+                    s, body = get(n, "fast")
+                    assert s == 200 and body["value"] == last, (
+                        f"{protocol} round {i}: {n.node_id} read {body} after {writer.node_id} wrote {last}")
+            s, stats = http(nodes[0].http_port, "GET", "/v1/cache")
+            assert stats["hits"] >= 200, stats
+
+
 def test_dsyncctl_cache_commands():
     import subprocess
     with Redis(TMP_ROOT) as redis, cache_cluster("cache-ctl", redis) as c:
@@ -198,4 +230,5 @@ def test_dsyncctl_cache_commands():
 if __name__ == "__main__":
     run_tests([test_states_across_nodes_for_each_protocol, test_eviction_writes_back_and_delete_and_invalidate,
                test_node_killed_while_owning_a_dirty_line, test_redis_away_and_back, test_bad_input,
-               test_concurrent_history_has_no_stale_reads, test_dsyncctl_cache_commands])
+               test_concurrent_history_has_no_stale_reads, test_write_then_read_elsewhere_never_stale,
+               test_dsyncctl_cache_commands])

@@ -21,6 +21,7 @@ namespace dsync::cache::sim {
 using testing::channel_id;
 using testing::check_coherence;
 using testing::check_linearizable;
+using testing::check_mirror;
 using testing::cluster;
 using testing::endpoint;
 using testing::history_op;
@@ -30,6 +31,7 @@ void sim_stats::add(const sim_stats& o) {
   messages += o.messages;
   ops += o.ops;
   hits += o.hits;
+  fast_hits += o.fast_hits;
   misses += o.misses;
   evictions += o.evictions;
   mem_reads += o.mem_reads;
@@ -43,7 +45,8 @@ void sim_stats::add(const sim_stats& o) {
 
 std::string sim_stats::to_string() const {
   return "steps=" + std::to_string(steps) + " messages=" + std::to_string(messages) + " ops=" + std::to_string(ops) +
-         " hits=" + std::to_string(hits) + " misses=" + std::to_string(misses) +
+         " hits=" + std::to_string(hits) + " fast_hits=" + std::to_string(fast_hits) +
+         " misses=" + std::to_string(misses) +
          " evictions=" + std::to_string(evictions) + " mem_reads=" + std::to_string(mem_reads) +
          " mem_writes=" + std::to_string(mem_writes) + " deaths=" + std::to_string(deaths) +
          " restarts=" + std::to_string(restarts) + " epochs=" + std::to_string(epochs) +
@@ -64,7 +67,9 @@ struct violation : std::runtime_error {
 class simulation {
  public:
   simulation(uint64_t seed, protocol proto, bool verbose)
-      : rng_(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(proto) * 7919 + 1), verbose_(verbose) {
+      : rng_(seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(proto) * 7919 + 1),
+        fast_rng_(seed * 0xbf58476d1ce4e5b9ull + static_cast<uint64_t>(proto) * 104729 + 3),
+        verbose_(verbose) {
     const size_t nodes = 2 + rng_.below(4);
     keys_ = 2 + rng_.below(3);
     cluster::options o;
@@ -252,6 +257,36 @@ class simulation {
       restart(dead[rng_.below(dead.size())]);
     }
     check_step();
+    if (active) fast_read();
+  }
+
+  // A read served by the node's mirror without entering the controller, as the HTTP fast
+  // path does, between any two steps (its own random stream, so that the seeds' other
+  // choices stay as they were). It goes into the key's history as an instantaneous read;
+  // the uses it records reach the replacement order now and then, as on the actor's tick.
+  void fast_read() {
+    if (!fast_rng_.chance(1, 3)) return;
+    auto live = cl_->live_nodes();
+    const auto& n = live[fast_rng_.below(live.size())];
+    const auto k = key(fast_rng_.below(keys_));
+    auto& node = cl_->at(n);
+    auto h = node.mirror->lookup(k, cache_mirror::clock::time_point{});
+    if (fast_rng_.chance(1, 4))
+      for (auto& [used, times] : node.mirror->take_uses()) node.ctl->note_hits(used, times);
+    if (!h) return;
+    ++stats_.fast_hits;
+    if (!readable(node.ctl->state(k)))
+      throw violation(n + "'s mirror served " + k + " while its line is " + std::string(to_string(node.ctl->state(k))));
+    history_op op;
+    op.kind = history_op::read;
+    op.invoked = ++clock_;
+    op.responded = ++clock_;
+    op.val = h->value;
+    op.label = n + " fast get " + k + " -> " + h->value.value_or("<absent>") + " (" +
+               std::string(to_string(h->state)) + ") @" + std::to_string(op.invoked) + ".." +
+               std::to_string(op.responded);
+    trace(op.label);
+    history_[k].push_back(op);
   }
 
   void kill(const std::string& x) {
@@ -323,6 +358,10 @@ class simulation {
       for (size_t k = 0; k < keys_; ++k)
         if (auto v = check_coherence(*cl_, key(k)); !v.empty()) throw violation(v);
     }
+    // The read fast path's mirror is never behind its controller (any key: a step may
+    // evict or drop lines of other keys).
+    for (size_t k = 0; k < keys_; ++k)
+      if (auto v = check_mirror(*cl_, key(k)); !v.empty()) throw violation("mirror: " + v);
     if (cl_->wire_errors()) throw violation("a message did not survive encode/decode");
     std::set<std::string> in_flight;
     for (const auto& m : cl_->memory_in_flight())
@@ -418,6 +457,7 @@ class simulation {
   }
 
   raft::rng rng_;
+  raft::rng fast_rng_;  // fast reads only
   bool verbose_;
   size_t keys_ = 0;
   bool deaths_ = false;

@@ -8,9 +8,13 @@
 // messages still in their send buffers and, at random, their memory writes in flight),
 // restarts, and the directory epochs that move keys to new homes.
 //
+// Between steps, reads are also served from each node's cache_mirror as the HTTP fast
+// path serves them (actors/cache_mirror.hpp), and go into the histories.
+//
 // After every step: single writer / multiple readers, every readable copy of a key holds
-// the same value, at most one memory operation per key in flight, no message any
-// component found impossible, no message corrupted on the wire. Then a quiet phase
+// the same value, every node's mirror holds exactly its readable lines, at most one memory
+// operation per key in flight, no message any component found impossible, no message
+// corrupted on the wire. Then a quiet phase
 // without new faults must complete every request, and every key's history must be
 // linearizable (write-back's loss window on a death admits one revert per key).
 #pragma once
@@ -28,6 +32,7 @@ struct sim_stats {
   uint64_t messages = 0;
   uint64_t ops = 0;          // client requests completed
   uint64_t hits = 0, misses = 0, evictions = 0;
+  uint64_t fast_hits = 0;    // reads served by a node's mirror (the HTTP fast path)
   uint64_t mem_reads = 0, mem_writes = 0;
   uint64_t deaths = 0, restarts = 0, epochs = 0;
   // node_down handled at directories, by role of the dead node: sharer, owner,

@@ -6,6 +6,9 @@
 // The driver decides everything (which channel head is delivered, which memory operation
 // completes, who dies): the scenario scripts do it by hand, the simulation at random.
 // Every message crosses the wire as bytes (encode, then decode) unless turned off.
+// Every node also keeps a cache_mirror (actors/cache_mirror.hpp) of its readable lines,
+// synced after every step of its controller as the cache service actor does, so that tests
+// can read hits the way the HTTP fast path does and check the mirror never lags.
 // Header-only; used by tests/unit/cache and tests/sim/cache.
 #pragma once
 
@@ -22,6 +25,7 @@
 #include <tuple>
 #include <vector>
 
+#include "actors/cache_mirror.hpp"
 #include "protocols/cache/cache_controller.hpp"
 #include "protocols/cache/directory.hpp"
 #include "protocols/cache/messages.hpp"
@@ -71,6 +75,8 @@ class cluster {
     bool alive = true;
     std::unique_ptr<controller> ctl;
     std::unique_ptr<directory> dir;
+    // Its readable lines, synced after every controller step (always live).
+    std::unique_ptr<cache_mirror> mirror = std::make_unique<cache_mirror>();
   };
 
   explicit cluster(options o, membership first) : opts_(std::move(o)) {
@@ -276,7 +282,10 @@ class cluster {
     cc.policy = opts_.policy;
     cc.capacity = opts_.capacity;
     cc.replacement = opts_.replacement;
+    cc.track_changes = true;
     n.ctl = std::make_unique<controller>(cc, m);
+    n.mirror->clear();  // a new controller has no lines (as the cache service does)
+    n.mirror->live_until(cache_mirror::clock::time_point::max());
     directory::config dc;
     dc.self = n.id;
     dc.proto = opts_.proto;
@@ -284,6 +293,10 @@ class cluster {
   }
 
   void route(const endpoint& from, effects fx) {
+    if (!from.dir) {  // the mirror first, as the cache service actor does
+      node& n = at(from.node);
+      n.mirror->sync(*n.ctl, n.ctl->take_changed());
+    }
     if (on_effects) on_effects(from, fx);
     for (auto& env : fx.messages) {
       message m = std::move(env.msg);
@@ -377,6 +390,29 @@ class cluster {
 };
 
 // --- invariants ------------------------------------------------------------------------
+
+// Every live node's mirror holds exactly its readable lines of `key`, with their state and
+// value. Returns a description of the difference, or "".
+inline std::string check_mirror(cluster& c, const std::string& key) {
+  for (auto& [id, n] : c.nodes()) {
+    if (!n.alive) continue;
+    const cache_state s = n.ctl->state(key);
+    auto copy = n.mirror->peek(key);
+    if (!readable(s)) {
+      if (copy)
+        return key + ": " + id + "'s mirror serves " + std::string(to_string(copy->state)) + " " +
+               copy->value.value_or("<absent>") + " but the line is " + std::string(to_string(s));
+      continue;
+    }
+    const value* v = n.ctl->data(key);
+    if (!copy) return key + ": " + id + "'s mirror lacks its " + std::string(to_string(s)) + " line";
+    if (copy->state != s || !v || copy->value != *v)
+      return key + ": " + id + "'s mirror has " + std::string(to_string(copy->state)) + " " +
+             copy->value.value_or("<absent>") + ", the line is " + std::string(to_string(s)) + " " +
+             (v ? v->value_or("<absent>") : std::string("<no data>"));
+  }
+  return {};
+}
 
 // Single writer / multiple readers and the data-value invariant over the live nodes'
 // lines, for one key. Returns a description of the violation, or "".

@@ -5,8 +5,10 @@
 
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "tests/sim/cache/cluster.hpp"
 
@@ -209,4 +211,85 @@ TEST_CASE("messages of an epoch not yet known wait for it; those of an older lin
   CHECK(acked);
   CHECK(ctl.on_membership(two(2, "b")).empty());  // not newer: ignored
   CHECK(ctl.epoch() == 2);
+}
+
+TEST_CASE("track_changes: take_changed names every key whose line changed state or value") {
+  auto cc = cfg(1);
+  cc.track_changes = true;
+  controller ctl(cc, two(1, "b"));
+  ctl.start();
+  CHECK(ctl.take_changed().empty());
+  auto data = [](const std::string& key, uint64_t txn, std::optional<std::string> v, bool excl = false) {
+    message d;
+    d.kind = msg_kind::data;
+    d.key = key;
+    d.txn = txn;
+    d.epoch = 1;
+    d.has_data = true;
+    d.val = std::move(v);
+    d.exclusive = excl;
+    return d;
+  };
+  ctl.submit({1, op_kind::get, "k", {}});  // I -> IS^D
+  CHECK(ctl.take_changed() == std::vector<std::string>{"k"});
+  CHECK(ctl.take_changed().empty());  // taken
+  ctl.on_message("b", data("k", 1, "v1", true));  // IS^D -> E
+  CHECK(ctl.take_changed() == std::vector<std::string>{"k"});
+  ctl.submit({2, op_kind::get, "k", {}});  // a hit changes nothing
+  CHECK(ctl.take_changed().empty());
+  ctl.submit({3, op_kind::put, "k", "v2"});  // E -> M, new value
+  CHECK(ctl.take_changed() == std::vector<std::string>{"k", "k"});
+  ctl.submit({4, op_kind::put, "k", "v3"});  // M stays M, new value: still reported
+  CHECK(ctl.take_changed() == std::vector<std::string>{"k"});
+  ctl.submit({5, op_kind::get, "x", {}});  // capacity 1: k is evicted (M -> MI^A), x created
+  CHECK(ctl.take_changed() == std::vector<std::string>{"k", "x"});
+  CHECK(ctl.state("k") == cache_state::MI_A);
+  message inv;  // x is filled in S, then invalidated: the line goes away
+  ctl.on_message("b", data("x", 4, "vx"));  // txns: 1 get k, 2 and 3 the puts, 4 get x
+  CHECK(ctl.take_changed() == std::vector<std::string>{"x"});
+  inv.kind = msg_kind::inv;
+  inv.key = "x";
+  inv.txn = 9;
+  inv.epoch = 1;
+  inv.node = "b";
+  ctl.on_message("b", inv);
+  CHECK(ctl.take_changed() == std::vector<std::string>{"x"});
+  CHECK(ctl.state("x") == cache_state::I);
+
+  controller quiet(cfg(), two(1, "b"));  // off by default: nothing recorded
+  quiet.start();
+  quiet.submit({1, op_kind::get, "k", {}});
+  quiet.on_message("b", data("k", 1, "v1"));
+  CHECK(quiet.take_changed().empty());
+}
+
+TEST_CASE("note_hits: hits served outside the controller count for replacement") {
+  // LRU, capacity 2 on one node that is its own home: fill a then b; a is the LRU victim
+  // unless hits on a are reported.
+  auto run = [](bool note) {
+    cluster::options o;
+    o.proto = protocol::moesi;
+    o.capacity = 2;
+    o.nodes = {"a"};
+    membership m;
+    m.epoch = 1;
+    m.members = {"a"};
+    m.home = [](std::string_view) { return std::string("a"); };
+    cluster c(o, m);
+    c.start_all();
+    c.run_to_quiet();
+    uint64_t id = 0;
+    for (const char* k : {"a", "b", "c"}) {
+      if (std::string(k) == "c" && note) c.at("a").ctl->note_hits("a", 3);
+      c.submit("a", client_op{++id, op_kind::get, k, {}});
+      c.run_to_quiet();
+    }
+    CHECK(c.at("a").ctl->stats().hits == 0);  // not counted as the controller's hits
+    std::string kept;
+    for (const char* k : {"a", "b"})
+      if (readable(c.at("a").ctl->state(k))) kept += k;
+    return kept;
+  };
+  CHECK(run(false) == "b");
+  CHECK(run(true) == "a");
 }

@@ -74,6 +74,28 @@ TEST_CASE("lfu: the least used key goes first, the least recent among equals") {
   CHECK(r.victim(any) == "a");
 }
 
+TEST_CASE("touch(key, n): n uses at once for LFU, one recency step for LRU") {
+  replacer lfu(replacement_kind::lfu);
+  lfu.insert("a");
+  lfu.insert("b");
+  lfu.touch("a", 5);
+  CHECK(lfu.uses("a") == 6);
+  lfu.touch("b", 4);  // b: 5 uses, fewer than a although more recent
+  CHECK(lfu.victim(any) == "b");
+  lfu.touch("b", 0);  // nothing
+  CHECK(lfu.uses("b") == 5);
+  lfu.touch("missing", 3);  // ignored
+  CHECK(lfu.size() == 2);
+
+  replacer lru(replacement_kind::lru);
+  lru.insert("a");
+  lru.insert("b");
+  lru.touch("a", 5);
+  CHECK(lru.victim(any) == "b");
+  lru.touch("b", 0);  // no use: b stays the least recent
+  CHECK(lru.victim(any) == "b");
+}
+
 TEST_CASE("a victim must be evictable: the order skips lines the caller refuses") {
   replacer r(replacement_kind::lru);
   r.insert("a");
