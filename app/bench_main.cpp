@@ -200,15 +200,24 @@ bool lock_cycle(httplib::Client& cli, const options& o, const std::string& lock,
   return post(cli, "/v3/lock/unlock", json{{"key", (*held)["key"]}}, error).has_value();
 }
 
-// A consumer's turn: dequeue up to 16 (waiting up to 0.5 s) and ack each; false on error.
+// A consumer's turn: dequeue up to 16 (waiting up to 0.5 s) and ack them in one request;
+// false on error. Every message is acked on its own, as a RabbitMQ consumer acks each
+// delivery (without waiting for its confirmation, which an HTTP client cannot do).
 bool consume(httplib::Client& cli, const std::string& queue, const std::string& consumer, client_result& res,
              std::string& error) {
   auto got = post(cli, "/v1/queues/" + queue + "/dequeue",
                   json{{"consumer", consumer}, {"max", 16}, {"visibility_ms", 30000}, {"wait_ms", 500}}, error);
   if (!got) return false;
-  for (auto& m : (*got)["messages"]) {
-    if (!post(cli, "/v1/queues/" + queue + "/ack", json{{"id", m["id"]}, {"receipt", m["receipt"]}}, error)) return false;
-    ++res.consumed;
+  json acks = json::array();
+  for (auto& m : (*got)["messages"]) acks.push_back(json{{"id", m["id"]}, {"receipt", m["receipt"]}});
+  if (acks.empty()) return true;
+  auto done = post(cli, "/v1/queues/" + queue + "/ack", json{{"messages", acks}}, error);
+  if (!done) return false;
+  auto acked = done->value("acked", uint64_t{0});
+  res.consumed += acked;
+  if (acked != acks.size()) {
+    error = "ack batch: " + done->dump();
+    return false;
   }
   return true;
 }
@@ -218,6 +227,11 @@ void run_level(const options& o, int clients) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> threads;
   std::string value(o.value_bytes, 'x');
+  // Fresh queues per run: a round trip must not drain what an earlier run left behind.
+  auto queue_prefix = "bench-" + o.workload + "-"
+                      + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch()).count())
+                      + "-" + std::to_string(clients) + "-";
   auto start = steady::now();
   for (int c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
@@ -236,7 +250,7 @@ void run_level(const options& o, int clients) {
         auto key = "bench-" + std::to_string(c) + "-" + std::to_string(seq++ % o.keys_per_client);
         auto t0 = steady::now();
         std::string error;
-        auto queue = "bench-q-" + std::to_string(c / 2 % o.queues);
+        auto queue = queue_prefix + std::to_string(c / 2 % o.queues);
         if (o.workload == "queue-roundtrip" && c % 2 == 1) {
           if (!consume(cli, queue, client_name, res, error)) {
             if (res.errors++ == 0) res.first_error = error;

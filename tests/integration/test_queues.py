@@ -104,6 +104,26 @@ def test_semantics_through_any_node():
         s, empty = pop(a, "later", wait_ms=300)
         assert s == 200 and empty["messages"] == []
 
+        # A batch ack settles each message on its own: a stale receipt fails only itself.
+        for i in range(5):
+            push(a, "batch", i)
+        s, got = pop(b, "batch", max=5)
+        msgs = got["messages"]
+        assert len(msgs) == 5, got
+        items = [{"id": m["id"], "receipt": m["receipt"]} for m in msgs]
+        items[2]["receipt"] += 1
+        s, out = http(d.http_port, "POST", "/v1/queues/batch/ack", body={"messages": items})
+        assert s == 200 and out["acked"] == 4, (s, out)
+        assert [r["id"] for r in out["results"]] == [m["id"] for m in msgs], out
+        assert [r["acked"] for r in out["results"]] == [True, True, False, True, True], out
+        assert out["results"][2]["error"] == "stale_receipt", out
+        st = stats(a, "batch")[1]
+        assert (st["ready"], st["in_flight"]) == (0, 1), st
+        for bad in ({"messages": []}, {"messages": [{"id": "x"}]}, {"messages": "x"},
+                    {"messages": [{"id": "x", "receipt": 1}] * 101}):
+            s, body = http(a.http_port, "POST", "/v1/queues/batch/ack", body=bad)
+            assert s == 400 and "messages" in body["message"], (bad, s, body)
+
         s, names = http(a.http_port, "GET", "/v1/queues")
         assert {"jobs", "poison", "later"} <= set(names["queues"]), names
         assert http(b.http_port, "DELETE", "/v1/queues/poison")[0] == 200
