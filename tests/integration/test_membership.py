@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 
@@ -95,6 +96,16 @@ def test_three_nodes_from_environment():
             assert "stopped" in n.log_tail(3)
 
 
+def raw_http(port, data):
+    """Sends bytes on one connection and reads everything until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
 def test_metrics_and_http_errors():
     with Cluster(2, "http", extra_env=PEER_ENV) as c:
         c.start()
@@ -120,6 +131,22 @@ def test_metrics_and_http_errors():
         status, body = http(n.http_port, "POST", "/v1/health", raw=b"x" * (2 << 20))
         assert status == 413 and body["error"] == "payload_too_large", (status, body)
         # The node keeps serving after all of that.
+        assert n.get("/v1/health")[0] == 200
+
+        # Raw HTTP: thousands of pipelined requests are answered in order; a malformed one
+        # gets its 400 and the connection closes; Expect: 100-continue is honoured.
+        pipelined = b"GET /v1/nope HTTP/1.1\r\nHost: x\r\n\r\n" * 3000
+        replies = raw_http(n.http_port, pipelined + b"GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert replies.count(b"HTTP/1.1 404 Not Found") == 3000, replies[-300:]
+        assert replies.rstrip().endswith(b'"status":"ok"}'), replies[-300:]
+        replies = raw_http(n.http_port, b"GET /v1/health HTTP/1.1\r\n\r\nBROKEN\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n")
+        assert replies.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 400 Bad Request" in replies, replies
+        with socket.create_connection(("127.0.0.1", n.http_port), timeout=5) as s:
+            body = b'{"value": "v"}'
+            s.sendall(b"PUT /v1/kv/expect HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+            assert s.recv(100).startswith(b"HTTP/1.1 100 Continue"), "no 100 Continue"
+            s.sendall(body)
+            assert s.recv(1000).startswith(b"HTTP/1.1 200 OK")
         assert n.get("/v1/health")[0] == 200
 
 
