@@ -91,22 +91,10 @@ std::string describe_cycle(const std::vector<std::string>& cycle) {
 // Proposes a lock command on this node's replica of the control group.
 template <class OnOutcome>
 void propose(self_ptr self, const locks::command& c, OnOutcome on_outcome, error_fn failed) {
-  if (!self->state.raft) {
-    caf::error err = lock_error(errc::unavailable, "the Raft host is not attached yet");
-    return failed(err);
-  }
-  // No CAF timeout (each wakes CAF's clock thread): the group answers within its request timeout.
-  self->request(self->state.raft, caf::infinite, propose_atom::value, control_group, control::lock_command(c))
-    .then(
-      [=](std::string& answer) mutable {
-        locks::outcome o;
-        if (!locks::decode(answer, o)) {
-          caf::error err = lock_error(errc::internal, "malformed answer from the lock table");
-          return failed(err);
-        }
-        on_outcome(o);
-      },
-      [=](caf::error& err) mutable { failed(err); });
+  propose_decoded<locks::outcome>(
+    self, self->state.raft, control_group, control::lock_command(c),
+    [](const std::string& answer, locks::outcome& o) { return locks::decode(answer, o); }, "lock table", on_outcome,
+    failed);
 }
 
 // Answers an outcome that is not a grant.

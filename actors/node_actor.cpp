@@ -56,21 +56,16 @@ std::optional<std::string> check_key(const std::string& key) {
 template <class... Retry>
 caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forwarded, Retry... retry) {
   auto rp = self->make_response_promise<uint64_t>();
-  // No CAF timeout (each would wake CAF's clock thread): the Raft group answers every
-  // proposal within its request timeout.
-  self->request(self->state.raft, caf::infinite, propose_atom::value, control_group, control::kv_command(c))
-    .then(
-      [=](std::string& answer) mutable {
-        kv::outcome o;
-        if (!kv::decode(answer, o)) { rp.deliver(make_error(errc::internal, "malformed answer from the state machine")); return; }
-        rp.deliver(o.revision);
-      },
-      [=](caf::error& err) mutable {
-        if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
-        auto leader = leader_of(err);
-        if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
-        forward_to_leader<uint64_t>(self, rp, leader, retry...);
-      });
+  propose_decoded<kv::outcome>(
+    self, self->state.raft, control_group, control::kv_command(c),
+    [](const std::string& answer, kv::outcome& o) { return kv::decode(answer, o); }, "state machine",
+    [=](kv::outcome& o) mutable { rp.deliver(o.revision); },
+    [=](caf::error& err) mutable {
+      if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
+      auto leader = leader_of(err);
+      if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
+      forward_to_leader<uint64_t>(self, rp, leader, retry...);
+    });
   return rp;
 }
 

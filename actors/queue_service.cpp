@@ -118,24 +118,12 @@ std::vector<std::string> replicas_of(self_ptr self, uint32_t shard) {
 // ---- on the shard's leader ----
 
 void propose(self_ptr self, uint64_t group, const queue::command& c, outcome_fn on_outcome, error_fn failed) {
-  if (!self->state.raft) {
-    caf::error err = queue_error(errc::unavailable, "the Raft host is not attached yet");
-    return failed(err);
-  }
   auto stamped = c;
   stamped.now_ms = wall_clock_ms();
-  // No CAF timeout (each wakes CAF's clock thread): the group answers within its request timeout.
-  self->request(self->state.raft, caf::infinite, propose_atom::value, group, queue::encode(stamped))
-    .then(
-      [=](std::string& answer) mutable {
-        queue::outcome o;
-        if (!queue::decode(answer, o)) {
-          caf::error err = queue_error(errc::internal, "malformed answer from the queue shard");
-          return failed(err);
-        }
-        on_outcome(o);
-      },
-      [=](caf::error& err) mutable { failed(err); });
+  propose_decoded<queue::outcome>(
+    self, self->state.raft, group, queue::encode(stamped),
+    [](const std::string& answer, queue::outcome& o) { return queue::decode(answer, o); }, "queue shard", on_outcome,
+    failed);
 }
 
 // The error for an outcome that is not ok.

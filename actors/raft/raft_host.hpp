@@ -62,6 +62,30 @@ struct raft_host_settings {
   std::function<std::unique_ptr<state_machine>(uint64_t group)> make_machine;
 };
 
+// Proposes `command` on this node's replica of `group` (`raft` may not be attached yet) and
+// decodes the state machine's answer with `decode(answer, outcome)`; a failure, or an answer
+// that does not decode (`what` names its source), goes to `failed(caf::error&)`.
+// No CAF timeout (each wakes CAF's clock thread): the group answers within its request timeout.
+template <class Outcome, class Self, class Decode, class OnOutcome, class OnError>
+void propose_decoded(Self self, const raft_host_actor& raft, uint64_t group, std::string command, Decode decode,
+                     const char* what, OnOutcome on_outcome, OnError failed) {
+  if (!raft) {
+    caf::error err = make_error(errc::unavailable, "the Raft host is not attached yet");
+    return failed(err);
+  }
+  self->request(raft, caf::infinite, propose_atom::value, group, std::move(command))
+    .then(
+      [=](std::string& answer) mutable {
+        Outcome o;
+        if (!decode(answer, o)) {
+          caf::error err = make_error(errc::internal, std::string{"malformed answer from the "} + what);
+          return failed(err);
+        }
+        on_outcome(o);
+      },
+      [=](caf::error& err) mutable { failed(err); });
+}
+
 raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings settings, log_opener logs,
                                 peer_links_actor links, metrics::registry& metrics);
 
