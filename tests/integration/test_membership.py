@@ -141,6 +141,7 @@ def test_metrics_and_http_errors():
         assert replies.rstrip().endswith(b'"status":"ok"}'), replies[-300:]
         replies = raw_http(n.http_port, b"GET /v1/health HTTP/1.1\r\n\r\nBROKEN\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n")
         assert replies.count(b"HTTP/1.1 200 OK") == 1 and b"HTTP/1.1 400 Bad Request" in replies, replies
+        wait_until(lambda: n.get("/v1/cluster")[1]["leader"], 10, "a leader, for the write below")
         with socket.create_connection(("127.0.0.1", n.http_port), timeout=5) as s:
             body = b'{"value": "v"}'
             s.sendall(b"PUT /v1/kv/expect HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
