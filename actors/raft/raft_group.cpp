@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <optional>
 
@@ -62,8 +63,11 @@ struct group_state {
   std::unique_ptr<raft::core> core;
   caf::actor sync_worker;
   peer_links_actor transport;
-  std::optional<raft::ready> in_flight;  // written, waiting for its fsync
-  uint64_t batch_seq = 0;
+  // Batches written and not yet finished, oldest first: the fsync of one overlaps the writing
+  // and sending of the next ones (pipelining); they finish in order.
+  std::deque<raft::ready> in_flight;
+  uint64_t syncing_to = 0;  // the fsync in progress covers the batches up to this seq (0: none)
+  bool drive_scheduled = false;
   clock_type sync_started;
   std::map<uint64_t, pending_proposal> proposals;  // by log index
   std::map<uint64_t, clock_type> proposed_at;      // by log index, for commit latency
@@ -145,9 +149,15 @@ void update_gauges(self_ptr self) {
   st.m.is_leader->set(c.state() == raft::role::leader ? 1 : 0);
 }
 
+bool compaction_due(const group_state& st) {
+  return st.applied >= st.snapshot_index + st.settings.snapshot_every_entries;
+}
+
+// The state machine's snapshot is at st.applied, which runs ahead of the core's applied index
+// while batches are in flight: compact only when none is.
 void maybe_compact(self_ptr self) {
   auto& st = self->state;
-  if (st.applied < st.snapshot_index + st.settings.snapshot_every_entries) return;
+  if (!compaction_due(st) || !st.in_flight.empty()) return;
   auto r = st.core->compact(st.applied, st.sm->snapshot());
   if (!r.ok()) {
     log::warn(subsystem, "group {}: compaction at {} refused: {}", st.settings.group, st.applied,
@@ -248,24 +258,48 @@ void finish_batch(self_ptr self, raft::ready& rd) {
               rd.soft.leader.empty() ? "unknown" : rd.soft.leader, st.core->term(), raft::to_string(rd.soft.state));
   }
   st.core->advance(rd);
-  maybe_compact(self);
   update_gauges(self);
 }
 
-void on_synced(self_ptr self, uint64_t seq) {
+// Finishes the batches at the front that the fsync up to `synced` covers, and those behind
+// them that need no fsync of their own.
+void finish_synced(self_ptr self, uint64_t synced) {
   auto& st = self->state;
-  if (!st.in_flight || seq != st.batch_seq) return;
-  st.m.fsync_seconds->observe(std::chrono::duration<double>(self->clock().now() - st.sync_started).count());
-  auto rd = std::move(*st.in_flight);
-  st.in_flight.reset();
-  finish_batch(self, rd);
-  drive(self);
+  while (!st.in_flight.empty() && (st.in_flight.front().seq <= synced || !st.in_flight.front().must_sync)) {
+    auto rd = std::move(st.in_flight.front());
+    st.in_flight.pop_front();
+    finish_batch(self, rd);
+  }
+  maybe_compact(self);
 }
 
-// Takes the next ready batch, if any and if none is waiting for its fsync.
+void request_sync(self_ptr self) {
+  auto& st = self->state;
+  if (st.syncing_to != 0 || st.in_flight.empty()) return;
+  // Every batch up to the newest is written: one fsync makes all of them durable.
+  st.syncing_to = st.in_flight.back().seq;
+  st.sync_started = self->clock().now();
+  self->request(st.sync_worker, caf::infinite, synced_atom::value, st.syncing_to)
+    .then(
+      [=](uint64_t synced) {
+        auto& st = self->state;
+        st.syncing_to = 0;
+        st.m.fsync_seconds->observe(std::chrono::duration<double>(self->clock().now() - st.sync_started).count());
+        finish_synced(self, synced);
+        drive(self);
+      },
+      [=](caf::error& err) { fail_stop("fsync of the Raft log failed: " + caf::to_string(err)); });
+}
+
+// Batches in flight at most; more waiting proposals simply make the next batch bigger.
+constexpr size_t max_batches_in_flight = 8;
+
+// Writes and sends the ready batches, applies what they commit, and has them synced.
 void drive(self_ptr self) {
   auto& st = self->state;
-  while (!st.in_flight && st.core->has_ready()) {
+  // Before a compaction the pipeline drains (see maybe_compact).
+  while (st.core->has_ready() && st.in_flight.size() < max_batches_in_flight
+         && !(compaction_due(st) && !st.in_flight.empty())) {
     auto rd = st.core->ready();
     st.m.batches->inc();
     send_all(self, rd.messages);
@@ -277,17 +311,23 @@ void drive(self_ptr self) {
     }
     st.m.write_seconds->observe(std::chrono::duration<double>(self->clock().now() - t0).count());
     apply_batch(self, rd);
-    if (!rd.must_sync) {
+    if (!rd.must_sync && st.in_flight.empty()) {
       finish_batch(self, rd);
+      maybe_compact(self);
       continue;
     }
-    auto seq = ++st.batch_seq;
-    st.sync_started = self->clock().now();
-    st.in_flight = std::move(rd);
-    self->request(st.sync_worker, caf::infinite, synced_atom::value, seq)
-      .then([=](uint64_t done) { on_synced(self, done); },
-            [=](caf::error& err) { fail_stop("fsync of the Raft log failed: " + caf::to_string(err)); });
+    st.in_flight.push_back(std::move(rd));
   }
+  request_sync(self);
+}
+
+// Drives once after the messages already in the mailbox: everything they bring goes into
+// one batch (one write) instead of one batch per message.
+void schedule_drive(self_ptr self) {
+  auto& st = self->state;
+  if (st.drive_scheduled) return;
+  st.drive_scheduled = true;
+  self->send(self, raft_drive_atom::value);
 }
 
 void expire_requests(self_ptr self) {
@@ -355,7 +395,7 @@ group_metrics make_metrics(metrics::registry& r, uint64_t group) {
     &r.get_counter("dsync_raft_snapshots_total", "Snapshots taken locally", g),
     &r.get_counter("dsync_raft_ready_batches_total", "Ready batches handled", g),
     &r.get_histogram("dsync_raft_append_seconds", "Time to write one ready batch (before fsync)", lat, g),
-    &r.get_histogram("dsync_raft_fsync_seconds", "Time to fsync one ready batch", lat, g),
+    &r.get_histogram("dsync_raft_fsync_seconds", "Time of one fsync of the log (covers every batch written before it)", lat, g),
     &r.get_histogram("dsync_raft_commit_seconds", "From proposal to applied on the leader", lat, g),
   };
 }
@@ -414,7 +454,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
     return {
       [=](raft_atom, raft::message& m) {
         self->state.core->step(m);
-        drive(self);
+        schedule_drive(self);
       },
       [=](propose_atom, std::string& command) -> caf::result<std::string> {
         auto& st = self->state;
@@ -428,7 +468,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         auto now = self->clock().now();
         st.proposals[r.index] = pending_proposal{r.term, rp, now + st.settings.request_timeout};
         st.proposed_at[r.index] = now;
-        drive(self);
+        schedule_drive(self);
         return rp;
       },
       [=](query_atom, std::string& request, bool linearizable) -> caf::result<std::string> {
@@ -442,7 +482,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         }
         auto rp = self->make_response_promise<std::string>();
         st.reads[id] = pending_read{std::move(request), rp, self->clock().now() + st.settings.request_timeout};
-        drive(self);
+        schedule_drive(self);
         return rp;
       },
       [=](status_atom) { return status_of(self); },
@@ -478,7 +518,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         ch.promise = self->make_response_promise<group_status>();
         log::info(subsystem, "group {}: {} {}", st.settings.group, add ? "adding" : "removing", node);
         try_promote(self);
-        drive(self);
+        schedule_drive(self);
         return ch.promise;
       },
       [=](step_down_atom) -> caf::result<bool> {
@@ -501,7 +541,7 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         auto rp = self->make_response_promise<bool>();
         st.stepping_down.push_back(rp);
         st.step_down_deadline = self->clock().now() + st.settings.tick_interval * (2 * st.settings.election_ticks);
-        drive(self);
+        schedule_drive(self);
         return rp;
       },
       [=](transfer_atom, std::string& target) -> bool {
@@ -512,14 +552,18 @@ raft_group_actor spawn_raft_group(caf::actor_system& sys, raft_group_settings se
         if (!pr || !c.current_config().is_voter(target) || pr->match() < c.log().last_index()) return false;
         if (!c.transfer_leadership(target).ok()) return false;
         log::info(subsystem, "group {}: handing leadership to its preferred leader {}", st.settings.group, target);
-        drive(self);
+        schedule_drive(self);
         return true;
+      },
+      [=](raft_drive_atom) {
+        self->state.drive_scheduled = false;
+        drive(self);
       },
       [=](raft_tick_atom) {
         self->state.core->tick();
         expire_requests(self);
         try_promote(self);
-        drive(self);
+        schedule_drive(self);
       },
       [=](member_atom, const member_status& m) {
         if (!m.node_id.empty() && (m.state == "down" || m.state == "suspected"))

@@ -46,6 +46,8 @@ using raft_group_actor = caf::typed_actor<
   caf::replies_to<member_change_atom, uint8_t, std::string>::with<group_status>,
   // One logical tick, from the host's timer (one timer for all groups of a node).
   caf::reacts_to<raft_tick_atom>,
+  // Internal: takes the ready batches of everything handled since it was sent.
+  caf::reacts_to<raft_drive_atom>,
   // Peer links: a member that went down is unreachable for the core.
   caf::reacts_to<member_atom, member_status>>;
 

@@ -78,11 +78,12 @@ core::core(config cfg, const storage& store)
   term_ = init.hard.term;
   vote_ = init.hard.vote;
   prev_hard_ = init.hard;
+  handed_hard_ = init.hard;
   conf_history_.push_back(config_point{snap_index, init.snapshot.config});
   load_config_history();
   conf_ = conf_history_.back().config;
   become_follower(term_, node_id{});
-  prev_soft_ = soft_state{leader_, state_};
+  handed_soft_ = soft_state{leader_, state_};
 }
 
 void core::load_config_history() {
@@ -920,8 +921,9 @@ void core::report_snapshot(const node_id& peer, bool ok) {
 
 result core::compact(uint64_t index, std::string data) {
   auto stored_snapshot = store_.first_index() - 1;
+  // One compaction at a time: one handed out is not on storage until advanced.
   if (index <= stored_snapshot || index > log_.applied() || log_.pending_snapshot()
-      || (pending_compaction_ && pending_compaction_->metadata.index >= index))
+      || barrier_outstanding_ || (pending_compaction_ && pending_compaction_->metadata.index >= index))
     return result{errc::invalid_compaction, {}, 0, 0};
   auto t = log_.term(index);
   if (!t)
@@ -1067,29 +1069,34 @@ message core::make_message(message_type type, const node_id& to) const {
 }
 
 bool core::has_ready() const {
-  if (ready_outstanding_)
+  bool barrier_next = log_.pending_snapshot() != nullptr || pending_compaction_.has_value();
+  if (outstanding_readies() > 0 && (barrier_outstanding_ || barrier_next))
     return false;
-  return !log_.unstable_entries().empty() || log_.pending_snapshot() != nullptr
-         || log_.has_next_committed_entries() || current_hard_state() != prev_hard_
-         || !msgs_.empty() || !msgs_after_append_.empty() || !read_states_.empty()
-         || pending_compaction_.has_value()
-         || (state_ == role::leader && (broadcast_pending_ || heartbeat_pending_))
-         || !(soft_state{leader_, state_} == prev_soft_);
+  return log_.has_entries_to_persist() || barrier_next || log_.has_next_committed_entries()
+         || current_hard_state() != handed_hard_ || !msgs_.empty() || !msgs_after_append_.empty()
+         || !read_states_.empty() || (state_ == role::leader && (broadcast_pending_ || heartbeat_pending_))
+         || !(soft_state{leader_, state_} == handed_soft_);
 }
 
 raft::ready core::ready() {
-  if (ready_outstanding_)
-    throw std::logic_error("raft: ready() called again before advance()");
+  if (outstanding_readies() > 0
+      && (barrier_outstanding_ || log_.pending_snapshot() != nullptr || pending_compaction_))
+    throw std::logic_error("raft: ready() called while a snapshot or compaction waits for the "
+                           "outstanding batches (or they wait for it)");
   flush_broadcasts();
   raft::ready rd;
-  rd.entries = log_.unstable_entries();
+  rd.seq = ++handed_seq_;
+  rd.entries = log_.entries_to_persist();
+  log_.accept_persisting();
   if (const auto* snap = log_.pending_snapshot()) {
     rd.has_snapshot = true;
     rd.snapshot = *snap;
   }
   rd.committed_entries = log_.next_committed_entries(cfg_.max_apply_bytes_per_ready);
+  if (!rd.committed_entries.empty())
+    log_.accept_applying(rd.committed_entries.back().index);
   auto hs = current_hard_state();
-  if (hs != prev_hard_) {
+  if (hs != handed_hard_) {
     rd.has_hard_state = true;
     rd.hard = hs;
   }
@@ -1099,7 +1106,9 @@ raft::ready core::ready() {
     pending_compaction_.reset();
   }
   rd.must_sync = !rd.entries.empty() || rd.has_snapshot || rd.has_compaction
-                 || (rd.has_hard_state && (hs.term != prev_hard_.term || hs.vote != prev_hard_.vote));
+                 || (rd.has_hard_state && (hs.term != handed_hard_.term || hs.vote != handed_hard_.vote));
+  handed_hard_ = hs;
+  barrier_outstanding_ = rd.has_snapshot || rd.has_compaction;
   rd.messages = std::move(msgs_);
   rd.messages_after_append = std::move(msgs_after_append_);
   msgs_.clear();
@@ -1107,15 +1116,20 @@ raft::ready core::ready() {
   rd.read_states = std::move(read_states_);
   read_states_.clear();
   rd.soft = soft_state{leader_, state_};
-  rd.soft_state_changed = !(rd.soft == prev_soft_);
-  ready_outstanding_ = true;
+  rd.soft_state_changed = !(rd.soft == handed_soft_);
+  handed_soft_ = rd.soft;
   return rd;
 }
 
 void core::advance(const raft::ready& rd) {
-  if (!ready_outstanding_)
+  if (outstanding_readies() == 0)
     throw std::logic_error("raft: advance() without an outstanding ready()");
-  ready_outstanding_ = false;
+  if (rd.seq != advanced_seq_ + 1)
+    throw std::logic_error("raft: advance() of batch " + std::to_string(rd.seq) + ", expected "
+                           + std::to_string(advanced_seq_ + 1));
+  ++advanced_seq_;
+  if (rd.has_snapshot || rd.has_compaction)
+    barrier_outstanding_ = false;
   if (rd.has_hard_state)
     prev_hard_ = rd.hard;
   if (rd.has_snapshot) {
@@ -1135,7 +1149,6 @@ void core::advance(const raft::ready& rd) {
   }
   if (!rd.committed_entries.empty())
     log_.applied_to(rd.committed_entries.back().index);
-  prev_soft_ = rd.soft;
   if (state_ == role::leader) {
     // Our own entries count toward a majority only once durable.
     if (maybe_commit() && state_ == role::leader)

@@ -23,14 +23,21 @@
 //            }
 //
 // Contract:
-//   * At most one ready batch is outstanding: after ready(), call advance()
-//     before the next ready(). Inputs (tick, step, propose, ...) may be given
-//     between ready() and advance(); their effects go into the next batch.
-//     has_ready() is false while a batch is outstanding.
-//   * advance(rd) means: everything rd asked to persist is durable, and
-//     everything it asked to apply has been applied. Only then does the
-//     leader count its own log toward commitment, and a candidate its own
-//     vote (both must be durable first).
+//   * Several ready batches may be outstanding (pipelining: the next batch is
+//     written and sent while the previous one syncs). Each batch carries only
+//     what is new since the previous one; persist, sync and advance() them in
+//     the order ready() returned them (rd.seq). Inputs (tick, step, propose,
+//     ...) may be given at any time; their effects go into the next batch.
+//     A batch with a snapshot or compaction is a barrier: it is handed out
+//     only when no batch is outstanding, and none follows until it is
+//     advanced (has_ready() is false meanwhile).
+//   * A crash loses outstanding batches from some point on; the durable log
+//     is the storage's content after a prefix of them.
+//   * advance(rd) means: everything rd asked to persist is durable (and so is
+//     everything of earlier batches), and everything it asked to apply has
+//     been applied. Only then does the leader count those entries of its own
+//     log toward commitment, and a candidate its own vote (both must be
+//     durable first).
 //   * committed_entries also carry the leader no-ops (skip them) and
 //     conf_change entries: the core already switched configuration when the
 //     entry was appended (§4.1); the caller may use them to connect to new
@@ -74,6 +81,8 @@ inline bool operator==(const soft_state& a, const soft_state& b) {
 
 // One batch of effects. See the header comment for the order of handling.
 struct ready {
+  uint64_t seq = 0; // 1, 2, ...: the order in which batches must be advanced
+
   // ---- to persist ----
   // A snapshot received from the leader: it replaces the whole log; the
   // state machine must be restored from snapshot.data before applying
@@ -175,10 +184,12 @@ class core {
   // ---- effects ----
 
   bool has_ready() const;
-  // Precondition: has_ready() (an empty batch is allowed) and no batch outstanding.
+  // Precondition: has_ready() (an empty batch is allowed).
   raft::ready ready();
-  // Acknowledges the batch returned by the last ready().
+  // Acknowledges the oldest outstanding batch, which must be `rd`.
   void advance(const raft::ready& rd);
+  // Ready batches handed out and not yet advanced.
+  uint64_t outstanding_readies() const { return handed_seq_ - advanced_seq_; }
 
   // ---- introspection ----
 
@@ -322,9 +333,12 @@ class core {
   bool broadcast_pending_ = false;
   bool heartbeat_pending_ = false;
 
-  hard_state prev_hard_;
-  soft_state prev_soft_;
-  bool ready_outstanding_ = false;
+  hard_state prev_hard_;   // durable (advanced)
+  hard_state handed_hard_; // in the latest batch handed out
+  soft_state handed_soft_;
+  uint64_t handed_seq_ = 0;
+  uint64_t advanced_seq_ = 0;
+  bool barrier_outstanding_ = false; // an outstanding batch has a snapshot or compaction
 };
 
 } // namespace dsync::raft

@@ -6,9 +6,10 @@
 namespace dsync::raft {
 
 raft_log::raft_log(const storage& store)
-  : store_(store), unstable_offset_(store.last_index() + 1) {
+  : store_(store), unstable_offset_(store.last_index() + 1), persisting_(store.last_index()) {
   committed_ = store.first_index() - 1;
   applied_ = committed_;
+  applying_ = applied_;
 }
 
 uint64_t raft_log::first_index() const {
@@ -83,6 +84,19 @@ void raft_log::truncate_and_append(const std::vector<entry>& ents) {
     unstable_.resize(after + 1 - unstable_offset_);
   }
   unstable_.insert(unstable_.end(), ents.begin(), ents.end());
+  // Replaced entries may have been handed out already: the new ones go out again.
+  persisting_ = std::min(persisting_, after);
+}
+
+std::vector<entry> raft_log::entries_to_persist() const {
+  auto from = std::max(persisting_ + 1, unstable_offset_);
+  if (from >= unstable_offset_ + unstable_.size())
+    return {};
+  return {unstable_.begin() + static_cast<std::ptrdiff_t>(from - unstable_offset_), unstable_.end()};
+}
+
+bool raft_log::has_entries_to_persist() const {
+  return std::max(persisting_ + 1, unstable_offset_) < unstable_offset_ + unstable_.size();
 }
 
 bool raft_log::slice(uint64_t lo, uint64_t hi, uint64_t max_bytes, uint64_t max_count,
@@ -139,16 +153,17 @@ void raft_log::applied_to(uint64_t index) {
 
 std::vector<entry> raft_log::next_committed_entries(uint64_t max_bytes) const {
   std::vector<entry> out;
-  if (pending_snapshot_ || applied_ >= committed_)
+  auto done = std::max(applied_, applying_);
+  if (pending_snapshot_ || done >= committed_)
     return out;
-  auto lo = std::max(applied_ + 1, first_index());
+  auto lo = std::max(done + 1, first_index());
   if (!slice(lo, committed_ + 1, max_bytes, UINT64_MAX, out))
     throw std::logic_error("raft_log: committed entries compacted before being applied");
   return out;
 }
 
 bool raft_log::has_next_committed_entries() const {
-  return !pending_snapshot_ && applied_ < committed_;
+  return !pending_snapshot_ && std::max(applied_, applying_) < committed_;
 }
 
 void raft_log::stable_to(uint64_t index, uint64_t t) {
@@ -170,6 +185,7 @@ void raft_log::restore(raft::snapshot snap) {
   committed_ = snap.metadata.index;
   unstable_.clear();
   unstable_offset_ = snap.metadata.index + 1;
+  persisting_ = snap.metadata.index;
   pending_snapshot_ = std::move(snap);
 }
 

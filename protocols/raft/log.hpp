@@ -1,13 +1,17 @@
 // The core's view of the Raft log: the stable part read through `storage`,
 // plus the unstable tail (entries, or a snapshot received from the leader)
 // that has been accepted but not yet acknowledged as persisted through
-// core::advance(). Mirrors etcd's raftLog + unstable.
+// core::advance(). Mirrors etcd's raftLog + unstable, including its
+// "in progress" marks: entries and committed entries already handed out in a
+// ready batch that is not yet acknowledged, so that the next batch carries
+// only what is new (several batches may be in flight).
 //
 // Indices: first_index() .. last_index() are readable; first_index() - 1 is
 // the snapshot position (its term is known, its entry is not).
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -55,14 +59,21 @@ class raft_log {
   void set_committed(uint64_t index) { committed_ = index; }
   void set_applied(uint64_t index) { applied_ = index; }
 
-  // Committed entries not yet applied, from applied() + 1, at most max_bytes
-  // (at least one). Empty while a received snapshot is pending: that snapshot
-  // must be applied first.
+  // Committed entries neither applied nor handed out for applying, at most
+  // max_bytes (at least one). Empty while a received snapshot is pending: that
+  // snapshot must be applied first.
   std::vector<entry> next_committed_entries(uint64_t max_bytes) const;
   bool has_next_committed_entries() const;
+  // Committed entries up to `index` have been handed out for applying.
+  void accept_applying(uint64_t index) { applying_ = std::max(applying_, index); }
 
   // ---- unstable tail ----
   const std::vector<entry>& unstable_entries() const { return unstable_; }
+  // The unstable entries not yet handed out for persisting.
+  std::vector<entry> entries_to_persist() const;
+  bool has_entries_to_persist() const;
+  // All unstable entries have been handed out for persisting.
+  void accept_persisting() { persisting_ = unstable_offset_ + unstable_.size() - 1; }
   const raft::snapshot* pending_snapshot() const {
     return pending_snapshot_ ? &*pending_snapshot_ : nullptr;
   }
@@ -82,8 +93,10 @@ class raft_log {
   std::optional<raft::snapshot> pending_snapshot_;
   std::vector<entry> unstable_; // unstable_[k].index == unstable_offset_ + k
   uint64_t unstable_offset_ = 1;
+  uint64_t persisting_ = 0; // last entry handed out for persisting (unstable or not)
   uint64_t committed_ = 0;
   uint64_t applied_ = 0;
+  uint64_t applying_ = 0;   // last committed entry handed out for applying
 };
 
 } // namespace dsync::raft

@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <map>
@@ -159,6 +160,8 @@ struct params {
   uint64_t compact_pm = 0;
   uint64_t read_pm = 0;
   uint64_t mid_persist_crash_pm = 0; // crash between persisting and advance
+  size_t max_outstanding = 1;        // ready batches in flight per node (pipelining)
+  uint64_t slow_storage_pct = 25;    // chance per round that a node's storage is still busy
   config base;
 };
 
@@ -168,8 +171,7 @@ struct sim_node {
   std::unique_ptr<core> raft; // null while crashed
   uint64_t incarnation = 0;
   uint64_t restart_at = 0;
-  bool pending = false; // a ready batch taken but not yet persisted/advanced
-  ready rd;
+  std::deque<ready> pending; // ready batches taken, not yet persisted/advanced (oldest first)
   // The state machine: the last applied index, a hash chain of the applied entries and
   // the lock table's answers and events (the state reported per index), and the table.
   uint64_t sm_index = 0;
@@ -212,11 +214,11 @@ class simulation {
   sim_result run() {
     try {
       trace("params voters=%zu drop=%llu dup=%llu delay=%llu crash=%llu partition=%llu pre_vote=%d "
-            "check_quorum=%d heartbeat=%llu inflight=%llu chunk=%llu chaos=%d",
+            "check_quorum=%d heartbeat=%llu inflight=%llu chunk=%llu chaos=%d outstanding=%zu slow=%llu",
             p_.voters, ull(p_.drop_pm), ull(p_.dup_pm), ull(p_.max_delay), ull(p_.crash_pm),
             ull(p_.partition_pm), p_.base.pre_vote, p_.base.check_quorum,
             ull(p_.base.heartbeat_ticks), ull(p_.base.max_inflight_msgs),
-            ull(p_.base.snapshot_chunk_bytes), chaos_);
+            ull(p_.base.snapshot_chunk_bytes), chaos_, p_.max_outstanding, ull(p_.slow_storage_pct));
       for (uint64_t t = 0; t < p_.safety_ticks && chk_.ok(); ++t)
         step(true);
       if (chk_.ok())
@@ -266,6 +268,10 @@ class simulation {
     p_.compact_pm = between(5, 60);
     p_.read_pm = between(0, 80);
     p_.mid_persist_crash_pm = between(0, 5);
+    if (rng_.chance(2, 3)) {
+      p_.max_outstanding = between(2, 4);
+      p_.slow_storage_pct = between(25, 75);
+    }
     auto& c = p_.base;
     c.group = 1 + rng_.below(1000);
     c.election_ticks = 10;
@@ -309,7 +315,7 @@ class simulation {
     n.store->snapshot(snap);
     restore_state_machine(i, *snap);
     n.raft = std::make_unique<core>(cfg, *n.store);
-    n.pending = false;
+    n.pending.clear();
     n.commit_seen = snap->metadata.index;
     n.leader_checked = 0;
     chk_.on_restart(n.id, n.raft->term(), n.raft->commit_index());
@@ -321,9 +327,18 @@ class simulation {
     if (!n.raft)
       return;
     trace("%s crashes (%s)", n.id.c_str(), why);
+    // Batches still in flight: the log file may keep a prefix of them (written, and
+    // flushed by the OS before the crash) and loses the rest.
+    for (const auto& rd : n.pending) {
+      if (rng_.chance(1, 2))
+        break;
+      persist_ready(*n.store, rd);
+      if (rd.has_hard_state)
+        chk_.on_persisted(n.id, rd.hard.term, rd.hard.commit);
+      trace("%s: batch %llu reached the disk before the crash", n.id.c_str(), ull(rd.seq));
+    }
     n.raft.reset();
-    n.pending = false;
-    n.rd = ready{};
+    n.pending.clear();
     ++n.incarnation;
     n.restart_at = now_ + (chaos_ ? between(1, 20) : between(3, 60));
     ++stats_.crashes;
@@ -854,25 +869,26 @@ class simulation {
 
   void take_ready(size_t i) {
     auto& n = nodes_[i];
-    n.rd = n.raft->ready();
-    n.pending = true;
+    n.pending.push_back(n.raft->ready());
+    const auto& rd = n.pending.back();
     const auto& log = n.raft->log();
-    for (size_t k = 0; k < n.rd.entries.size(); ++k) {
-      const auto& e = n.rd.entries[k];
-      auto prev = k > 0 ? std::optional<uint64_t>(n.rd.entries[k - 1].term) : log.term(e.index - 1);
+    for (size_t k = 0; k < rd.entries.size(); ++k) {
+      const auto& e = rd.entries[k];
+      auto prev = k > 0 ? std::optional<uint64_t>(rd.entries[k - 1].term) : log.term(e.index - 1);
       if (!prev) {
         chk_.fail(n.id + ": entry " + std::to_string(e.index) + " has no predecessor in the log");
         return;
       }
       chk_.on_entry(n.id, e.index, e.term, *prev, digest_of(e));
     }
-    for (const auto& m : n.rd.messages)
+    for (const auto& m : rd.messages)
       send(m);
   }
 
   void complete_ready(size_t i) {
     auto& n = nodes_[i];
-    auto& rd = n.rd;
+    auto rd = std::move(n.pending.front());
+    n.pending.pop_front();
     persist_ready(*n.store, rd);
     if (rd.has_hard_state)
       chk_.on_persisted(n.id, rd.hard.term, rd.hard.commit);
@@ -917,8 +933,6 @@ class simulation {
       chk_.on_read_served(n.id, r.request_id, r.index);
     }
     n.raft->advance(rd);
-    n.pending = false;
-    n.rd = ready{};
     check_node(i);
   }
 
@@ -928,13 +942,14 @@ class simulation {
         auto& n = nodes_[i];
         if (!n.raft)
           continue;
-        if (!n.pending && n.raft->has_ready())
+        if (n.pending.size() < p_.max_outstanding && n.raft->has_ready())
           take_ready(i);
-        // Storage is sometimes slow: the batch stays in flight for a while,
-        // and the node keeps receiving messages meanwhile.
-        if (n.pending && (!faults_ || !rng_.chance(1, 4))) {
+        // Storage is sometimes slow: batches stay in flight for a while (with
+        // pipelining, the next ones are taken meanwhile), and the node keeps
+        // receiving messages.
+        if (!n.pending.empty() && (!faults_ || !rng_.chance(p_.slow_storage_pct, 100))) {
           complete_ready(i);
-        } else if (n.pending && chance_pm(p_.mid_persist_crash_pm)) {
+        } else if (!n.pending.empty() && chance_pm(p_.mid_persist_crash_pm)) {
           crash(i, "while persisting: the batch is lost");
           n.restart_at = now_ + between(1, 3); // e.g. kill -9 under a supervisor
           continue;
@@ -1204,7 +1219,7 @@ class simulation {
     if (i == nodes_.size())
       return;
     auto& n = nodes_[i];
-    if (n.pending || n.sm_index != n.raft->applied_index())
+    if (n.sm_index != n.raft->applied_index())
       return;
     if (n.sm_index < n.store->first_index() + 3)
       return;

@@ -36,6 +36,7 @@ using query_atom = caf::atom_constant<caf::atom("r_query")>;
 using status_atom = caf::atom_constant<caf::atom("r_status")>;
 using synced_atom = caf::atom_constant<caf::atom("r_synced")>;
 using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
+using raft_drive_atom = caf::atom_constant<caf::atom("r_drive")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
 using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
 using member_change_atom = caf::atom_constant<caf::atom("r_member")>;

@@ -447,12 +447,87 @@ TEST_CASE("a crash loses what was not persisted; term, vote and log that were pe
   CHECK(applied_data(net.at("n2")) == std::vector<std::string>{"a"});
 }
 
-TEST_CASE("ready contract: ready() twice without advance() is a caller bug") {
+TEST_CASE("ready contract: batches are advanced once each, in order") {
   network net({"n1"});
-  net["n1"].campaign();
-  auto rd = net["n1"].ready();
-  CHECK_FALSE(net["n1"].has_ready());
-  CHECK_THROWS_AS(net["n1"].ready(), std::logic_error);
-  net["n1"].advance(rd);
-  CHECK_THROWS_AS(net["n1"].advance(rd), std::logic_error);
+  net.elect("n1");
+  REQUIRE(net["n1"].propose("a").ok());
+  auto first = net["n1"].ready();
+  REQUIRE(net["n1"].propose("b").ok());
+  REQUIRE(net["n1"].has_ready());
+  auto second = net["n1"].ready();
+  CHECK(second.seq == first.seq + 1);
+  CHECK(net["n1"].outstanding_readies() == 2);
+  CHECK_THROWS_AS(net["n1"].advance(second), std::logic_error);
+  persist_ready(*net.at("n1").store, first);
+  net["n1"].advance(first);
+  CHECK_THROWS_AS(net["n1"].advance(first), std::logic_error);
+  persist_ready(*net.at("n1").store, second);
+  net["n1"].advance(second);
+  CHECK(net["n1"].outstanding_readies() == 0);
+  CHECK_THROWS_AS(net["n1"].advance(second), std::logic_error);
+}
+
+// Pipelining: the leader writes and sends the next batch while the previous one syncs.
+TEST_CASE("pipelined batches carry each entry once and the leader counts only synced entries") {
+  network net({"n1", "n2", "n3"});
+  net.elect("n1");
+  auto& leader = net["n1"];
+  REQUIRE(leader.propose("a").ok());
+  auto rd1 = leader.ready();
+  REQUIRE(rd1.entries.size() == 1);
+  REQUIRE(leader.propose("b").ok());
+  auto rd2 = leader.ready();
+  REQUIRE(rd2.entries.size() == 1);
+  CHECK(rd2.entries[0].index == rd1.entries[0].index + 1);
+  CHECK(rd2.entries[0].data == "b");
+  // Followers ack both; the leader's own log is not durable yet: one ack of a voter
+  // plus an unsynced leader is not a majority of three.
+  auto commit_before = leader.commit_index();
+  net.cut("n1", "n3");
+  for (const auto* rd : {&rd1, &rd2})
+    for (const auto& m : rd->messages)
+      net.deliver(m);
+  for (const auto& m : net.take_messages())
+    net.deliver(m);
+  CHECK(leader.commit_index() == commit_before);
+  // Once its first batch is synced, "a" is on a majority; "b" still waits.
+  persist_ready(*net.at("n1").store, rd1);
+  leader.advance(rd1);
+  CHECK(leader.commit_index() == rd1.entries[0].index);
+  persist_ready(*net.at("n1").store, rd2);
+  leader.advance(rd2);
+  CHECK(leader.commit_index() == rd2.entries[0].index);
+  // Committed entries are handed out for applying once each across outstanding batches.
+  auto rd3 = leader.ready();
+  CHECK(rd3.committed_entries.size() == 2);
+  REQUIRE(leader.propose("c").ok());
+  auto rd4 = leader.ready();
+  for (const auto& e : rd4.committed_entries)
+    CHECK(e.index > rd3.committed_entries.back().index);
+  leader.advance(rd3);
+  leader.advance(rd4);
+}
+
+TEST_CASE("a compaction waits for the outstanding batches and holds back the next") {
+  network net({"n1"});
+  net.elect("n1");
+  auto& n1 = net["n1"];
+  REQUIRE(n1.propose("a").ok());
+  net.process("n1");
+  net.process("n1");
+  REQUIRE(n1.propose("b").ok());
+  auto in_flight = n1.ready();
+  REQUIRE(n1.compact(n1.applied_index(), "state").ok());
+  CHECK_FALSE(n1.has_ready());
+  CHECK_THROWS_AS(n1.ready(), std::logic_error);
+  persist_ready(*net.at("n1").store, in_flight);
+  n1.advance(in_flight);
+  REQUIRE(n1.has_ready());
+  auto compaction = n1.ready();
+  CHECK(compaction.has_compaction);
+  REQUIRE(n1.propose("c").ok());
+  CHECK_FALSE(n1.has_ready());
+  persist_ready(*net.at("n1").store, compaction);
+  n1.advance(compaction);
+  CHECK(n1.has_ready());
 }
