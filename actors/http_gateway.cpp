@@ -76,6 +76,10 @@ json to_json(const member_status& m) {
               {"http_port", m.http_port}};
 }
 
+// Response text. Strings may hold bytes that are not UTF-8 (a name given through the CAF API,
+// a request's bytes quoted in an error): they are replaced, never a reason to throw.
+std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 // A stored payload is the JSON text the producer sent; it goes back as JSON.
 json payload_json(const std::string& text) {
   auto v = json::parse(text, nullptr, false);
@@ -243,7 +247,7 @@ struct http_gateway::impl {
     by_status[code]->inc();
   }
 
-  void send_json(http_call& c, int status, const json& body) { respond(c, status, body.dump()); }
+  void send_json(http_call& c, int status, const json& body) { respond(c, status, json_text(body)); }
 
   void send_error(http_call& c, int status, const std::string& code, const std::string& message) {
     send_json(c, status, json{{"error", code}, {"message", message}});
@@ -739,7 +743,14 @@ struct http_gateway::impl {
         continue;
       }
       c->route = &r;
-      return r.handler(c);
+      try {
+        r.handler(c);
+      } catch (const std::exception& e) {
+        // A handler's bug must cost one request, not the gateway (and with it the node).
+        log::error("http", "{} {} failed: {}", c->req.method, c->req.path, e.what());
+        if (!c->answered) send_error(*c, 500, "internal", std::string{"the request failed: "} + e.what());
+      }
+      return;
     }
     if (!allowed.empty()) {
       count(unmatched, "unmatched", 405);
@@ -780,14 +791,13 @@ struct http_gateway::impl {
       }
       if (r.outcome == http::parse_result::state::invalid) {
         count(unmatched, "unmatched", r.status);
-        auto body = json{{"error", r.status == 413   ? "payload_too_large"
+        auto body = json_text(json{{"error", r.status == 413   ? "payload_too_large"
                                    : r.status == 414 ? "uri_too_long"
                                    : r.status == 505 ? "http_version_not_supported"
                                    : r.status == 411 ? "length_required"
                                    : r.status == 431 ? "headers_too_large"
                                                      : "bad_request"},
-                          {"message", r.error}}
-                      .dump();
+                          {"message", r.error}});
         write_response(hdl, r.status, "application/json", body, true);
         // A client still sending the refused body would see a reset instead of the 413
         // if the connection closed at once: read (and drop) the body first, up to a bound.
@@ -830,10 +840,9 @@ struct http_gateway::impl {
   void on_connection(caf::io::connection_handle hdl) {
     if (conns.size() >= settings.http_max_connections) {
       write_response(hdl, 503, "application/json",
-                     json{{"error", "unavailable"},
+                     json_text(json{{"error", "unavailable"},
                           {"message", "too many open HTTP connections (HTTP_MAX_CONNECTIONS is "
-                                        + std::to_string(settings.http_max_connections) + ")"}}
-                       .dump(),
+                                        + std::to_string(settings.http_max_connections) + ")"}}),
                      true);
       self->close(hdl);
       return;
@@ -854,7 +863,7 @@ struct http_gateway::impl {
       if (conn.busy) continue;
       if (!conn.in.empty() && idle > read_timeout) {
         write_response(hdl, 408, "application/json",
-                       json{{"error", "request_timeout"}, {"message", "the request did not arrive in time"}}.dump(),
+                       json_text(json{{"error", "request_timeout"}, {"message", "the request did not arrive in time"}}),
                        true);
         stale.push_back(hdl);
       } else if (conn.in.empty() && idle > idle_timeout) {

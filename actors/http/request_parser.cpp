@@ -78,6 +78,32 @@ const std::string& request::header(std::string_view name) const {
   return no_value;
 }
 
+bool valid_utf8(std::string_view s) {
+  static constexpr uint32_t least[] = {0, 0x80, 0x800, 0x10000};  // by continuation bytes
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t extra = 0;
+    uint32_t cp = c;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    if ((c & 0xE0) == 0xC0) extra = 1, cp = c & 0x1Fu;
+    else if ((c & 0xF0) == 0xE0) extra = 2, cp = c & 0x0Fu;
+    else if ((c & 0xF8) == 0xF0) extra = 3, cp = c & 0x07u;
+    else return false;
+    if (s.size() - i <= extra) return false;
+    for (size_t k = 1; k <= extra; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3Fu);
+    }
+    if (cp < least[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
 bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
   out.clear();
   out.reserve(in.size());
@@ -161,10 +187,13 @@ parse_result parse_request(std::string_view buffer, const limits& lim) {
   if (raw_path.size() > lim.max_path)
     return invalid(414, "path is " + std::to_string(raw_path.size()) + " bytes; the limit is " + std::to_string(lim.max_path));
   if (!percent_decode(raw_path, false, req.path)) return invalid(400, "the path has a malformed %-escape");
+  if (!valid_utf8(req.path)) return invalid(400, "the path is not UTF-8 once %-decoded");
   if (q != std::string_view::npos) {
     auto query = target.substr(q + 1);
     if (auto hash = query.find('#'); hash != std::string_view::npos) query = query.substr(0, hash);
     if (!parse_query(query, req.params)) return invalid(400, "the query string has a malformed %-escape");
+    for (auto& [name, value] : req.params)
+      if (!valid_utf8(name) || !valid_utf8(value)) return invalid(400, "the query string is not UTF-8 once %-decoded");
   }
   req.method = std::string{method};
 

@@ -55,6 +55,9 @@ parse_result parse_request(std::string_view buffer, const limits& lim);
 // Percent-decodes `in` (and '+' as a space if `plus_is_space`); false on a malformed escape.
 bool percent_decode(std::string_view in, bool plus_is_space, std::string& out);
 
+// True if `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view s);
+
 // The reason phrase of a status code ("OK", "Not Found", ...).
 const char* reason_phrase(int status);
 

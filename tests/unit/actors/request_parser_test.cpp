@@ -75,6 +75,9 @@ TEST_CASE("malformed requests are refused with a status and a reason") {
     {"GET /a%zz HTTP/1.1\r\n\r\n", 400, "%-escape"},
     {"GET /a%4 HTTP/1.1\r\n\r\n", 400, "%-escape"},
     {"GET /a?b=%G1 HTTP/1.1\r\n\r\n", 400, "query"},
+    {"GET /v1/kv/%ff HTTP/1.1\r\n\r\n", 400, "not UTF-8"},
+    {"GET /v1/kv/a?b=%c3 HTTP/1.1\r\n\r\n", 400, "not UTF-8"},
+    {"GET /v1/kv/a?%ed%a0%80=1 HTTP/1.1\r\n\r\n", 400, "not UTF-8"},
     {"GET / HTTP/1.1\r\nno colon\r\n\r\n", 400, "header"},
     {"GET / HTTP/1.1\r\n: empty name\r\n\r\n", 400, "header"},
     {"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400, "folded"},
@@ -129,4 +132,23 @@ TEST_CASE("percent_decode") {
   CHECK_FALSE(percent_decode("%", false, out));
   CHECK_FALSE(percent_decode("%2", false, out));
   CHECK_FALSE(percent_decode("%x0", false, out));
+}
+
+TEST_CASE("valid_utf8") {
+  CHECK(valid_utf8(""));
+  CHECK(valid_utf8("plain ascii"));
+  CHECK(valid_utf8("\xc3\xa9t\xc3\xa9"));              // été
+  CHECK(valid_utf8("\xe2\x82\xac"));                    // U+20AC
+  CHECK(valid_utf8("\xf0\x9f\x98\x80"));                // U+1F600
+  CHECK(valid_utf8("\xf4\x8f\xbf\xbf"));                // U+10FFFF
+  CHECK_FALSE(valid_utf8("\xff"));
+  CHECK_FALSE(valid_utf8("\x80"));                      // a lone continuation byte
+  CHECK_FALSE(valid_utf8("\xc3"));                      // cut short
+  CHECK_FALSE(valid_utf8("\xe2\x82"));
+  CHECK_FALSE(valid_utf8("\xc3\x28"));                  // not a continuation
+  CHECK_FALSE(valid_utf8("\xc0\xaf"));                  // overlong '/'
+  CHECK_FALSE(valid_utf8("\xe0\x80\xaf"));
+  CHECK_FALSE(valid_utf8("\xed\xa0\x80"));              // a surrogate
+  CHECK_FALSE(valid_utf8("\xf4\x90\x80\x80"));          // past U+10FFFF
+  CHECK_FALSE(valid_utf8("\xf8\x88\x80\x80\x80"));
 }

@@ -1,0 +1,115 @@
+"""Random input on every HTTP endpoint of a real 3-node cluster (with Redis): bodies of random
+JSON (wrong types, huge numbers, nesting, long strings) or random bytes, odd names and query
+strings, every method. Every answer must be a well-formed HTTP/1.1 response with a JSON body
+(except /metrics), no status >= 500 other than 503/504, no node may die, and the cluster must
+still serve afterwards. The seed is printed; DSYNC_FUZZ_SEED and DSYNC_FUZZ_REQUESTS replay or
+extend a run."""
+import json
+import os
+import random
+import socket
+
+from harness import TMP_ROOT, Redis, http, run_tests, wait_until
+from test_cache import cache_cluster, serving
+
+FIELDS = ["client", "mode", "type", "wait_ms", "ttl_ms", "token", "value", "payload", "messages", "id",
+          "receipt", "max", "visibility_ms", "delay_ms", "max_deliveries", "dlq", "key", "node_id",
+          "consumer", "requeue", "data"]
+PATHS = ["/v1/kv/{n}", "/v1/locks/{n}/acquire", "/v1/locks/{n}/release", "/v1/locks/{n}/refresh",
+         "/v1/locks/{n}", "/v1/queues", "/v1/queues/{n}/messages", "/v1/queues/{n}/dequeue",
+         "/v1/queues/{n}/ack", "/v1/queues/{n}/nack", "/v1/queues/{n}", "/v1/queues/{n}/config",
+         "/v1/queues/{n}/dlq", "/v1/queues/{n}/redrive", "/v1/cache/{n}", "/v1/cache/{n}/invalidate",
+         "/v1/cache", "/v1/cluster", "/v1/cluster/members", "/v1/cluster/members/{n}", "/v1/health", "/metrics"]
+NAMES = ["a", "q1", "lock-1", "%00", "%2F", "a%20b", "x" * 300, "..", "%C3%A9", "%", "a/b", "", "~", "%ff"]
+QUERIES = ["", "", "", "?wait_ms=-1", "?max=abc", "?x=%ZZ", "?max=100000", "?wait_ms=99999999999999999999", "?&&=="]
+METHODS = ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+
+
+def random_scalar(rng):
+    return rng.choice([None, True, False, 0, -1, 1, 2**31, 2**63, -2**63, 2**64 + 5, 1e308, -0.5, 3.7, "", "x",
+                       "a" * rng.choice([1, 100, 1000, 70000]), "\u0000", "\u00e9", "../..", "shared",
+                       "exclusive", [], {}, [1, 2], {"a": 1}])
+
+
+def random_value(rng, depth=0):
+    if depth > 2 or rng.random() < 0.6:
+        return random_scalar(rng)
+    if rng.random() < 0.5:
+        return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {rng.choice(FIELDS): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+def random_request(rng):
+    path = rng.choice(PATHS).replace("{n}", rng.choice(NAMES)) + rng.choice(QUERIES)
+    method = rng.choice(METHODS)
+    r = rng.random()
+    if r < 0.15:
+        body = bytes(rng.randrange(256) for _ in range(rng.randint(0, 200)))
+    elif r < 0.25:
+        body = json.dumps(random_value(rng)).encode()
+    else:
+        body = json.dumps({rng.choice(FIELDS): random_value(rng) for _ in range(rng.randint(0, 6))}).encode()
+    head = (f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return method, path, head.encode() + body
+
+
+def exchange(port, request):
+    """The whole answer to one request on its own connection (the node closes it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def check_answer(method, path, data):
+    """What is wrong with the answer, or None."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 "):
+        return f"not an HTTP/1.1 response: {data[:120]!r}"
+    status = int(head.split()[1])
+    if status >= 500 and status not in (503, 504):
+        return f"status {status}: {body[:300]!r}"
+    if body and not path.startswith("/metrics"):
+        try:
+            json.loads(body)
+        except ValueError:
+            return f"status {status} with a body that is not JSON: {body[:120]!r}"
+    return None
+
+
+def test_random_requests_never_break_a_node():
+    seed = int(os.environ.get("DSYNC_FUZZ_SEED", random.randrange(1 << 30)))
+    count = int(os.environ.get("DSYNC_FUZZ_REQUESTS", "4000"))
+    print(f"  seed {seed} ({count} requests; replay with DSYNC_FUZZ_SEED={seed})", flush=True)
+    rng = random.Random(seed)
+    with Redis(TMP_ROOT) as redis, cache_cluster("http-input", redis, "MOESI") as c:
+        serving(c)
+        problems = []
+        for i in range(count):
+            method, path, request = random_request(rng)
+            try:
+                problem = check_answer(method, path, exchange(rng.choice(c.nodes).http_port, request))
+            except OSError as e:
+                problem = f"no answer: {e}"
+            if problem:
+                problems.append(f"request {i}: {method} {path}: {problem}")
+            if i % 250 == 0:
+                dead = [n.node_id for n in c.nodes if n.proc.poll() is not None]
+                assert not dead, f"{dead} died by request {i} (seed {seed})"
+        assert not problems, f"seed {seed}: " + "\n".join(problems[:10])
+        assert all(n.proc.poll() is None for n in c.nodes), f"a node died (seed {seed})"
+        # Still serving: a write, a lock and a cache line go through.
+        node = c.nodes[0]
+        wait_until(lambda: http(node.http_port, "PUT", "/v1/kv/after-fuzz", body={"value": "ok"})[0] == 200, 10,
+                   "a write after the random requests")
+        assert http(c.nodes[1].http_port, "GET", "/v1/kv/after-fuzz")[1]["value"] == "ok"
+        status, _ = http(node.http_port, "POST", "/v1/locks/after-fuzz/acquire", body={"client": "c1"})
+        assert status == 200, status
+        assert http(c.nodes[2].http_port, "PUT", "/v1/cache/after-fuzz", body={"value": "v"})[0] == 200
+
+
+if __name__ == "__main__":
+    run_tests([test_random_requests_never_break_a_node])
