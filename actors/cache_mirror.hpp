@@ -18,11 +18,12 @@
 // after this node answered the invalidation, recall or forward that took its copy away,
 // so by then the entry is gone: a read that finds an entry reads a value that was current
 // at the moment of the lookup (the entry was set by a step that happened before, and the
-// step that ends it has not happened yet). clear() runs when the controller is replaced
-// (a frozen node dropping its cache). Reads are refused, whatever the entries, once the
-// actor's heartbeat (live_until) is older than a second: a process stopped long enough to
-// be declared dead by its peers must not answer from its old lines before the actor has
-// noticed and dropped them.
+// step that ends it has not happened yet). clear() runs when the controller is dropped
+// (a node that was stopped long enough to be declared dead). Reads are refused, whatever
+// the entries, once the actor's heartbeat (live_until) is older than its lease (half of
+// what the peers' failure detector allows, see cache_service.cpp): a process stopped long
+// enough to be declared dead by its peers must not answer from its old lines before the
+// actor has noticed and dropped them.
 //
 // Replacement: a hit served here counts for LRU/LFU too. The first use of an entry since
 // the last take_uses() queues its key (a small per-shard list under its own mutex); later

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "actors/log.hpp"
 #include "protocols/cache/cache_controller.hpp"
 #include "protocols/cache/directory.hpp"
+#include "protocols/cache/lease.hpp"
 #include "protocols/ring/hash_ring.hpp"
 
 namespace dsync {
@@ -25,14 +27,10 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 constexpr auto request_timeout = 4s;
-constexpr auto tick_interval = 250ms;
+constexpr auto max_tick_interval = 250ms;
 constexpr auto redis_timeout = 3s;
 constexpr auto memory_retry = 200ms;
 constexpr auto lookup_retry = 200ms;
-// The mirror serves hits only this long after the last tick: a process stopped for longer
-// may have been declared dead, and must not serve its old lines before on_tick noticed
-// (which drops them); shorter than the 1500 ms after which on_tick drops the cache.
-constexpr auto mirror_lease = 1000ms;
 // A membership change is committed once the set of live members has been stable this long.
 constexpr int stable_ticks = 4;
 
@@ -76,7 +74,16 @@ struct service_state {
   bool leading = false;
   std::vector<std::string> proposed;
   int stable_for = 0;
-  steady::time_point last_tick = steady::now();
+  // A node rejoined (or came back) while this epoch was current: a newer one is due even if
+  // the members stay the same, since the node's components start only in a newer epoch.
+  uint64_t rejoin_after = 0;
+  // This node's lease (protocols/cache/lease.hpp), and the timing derived from the peers'
+  // failure detector: the tick, and how long the read fast path runs on after a tick.
+  std::optional<cache::membership_lease> lease;
+  steady::duration tick_interval = max_tick_interval;
+  steady::duration mirror_lease = 1s;
+  // Bumped when the components are replaced: answers for the old ones are ignored.
+  uint64_t incarnation = 0;
   // Metrics.
   metrics::registry* registry = nullptr;
   std::map<std::string, uint64_t> published;
@@ -92,6 +99,11 @@ using self_ptr = cache_service_actor::stateful_pointer<service_state>;
 void apply(self_ptr self, cache::effects fx, component from);
 
 void send_remote(self_ptr self, const std::string& to, std::string bytes);
+
+uint64_t now_ms() {
+  return static_cast<uint64_t>(
+    std::chrono::duration_cast<std::chrono::milliseconds>(steady::now().time_since_epoch()).count());
+}
 
 void lookup(self_ptr self, const std::string& to) {
   auto& st = self->state;
@@ -137,8 +149,10 @@ void issue_memory(self_ptr self, uint8_t source, uint64_t id) {
   auto m = st.memory.find({source, id});
   if (m == st.memory.end()) return;
   auto op = m->second;
+  const auto incarnation = st.incarnation;  // ids restart with new components
   auto failed = [=](caf::error& err) {
     auto& st = self->state;
+    if (st.incarnation != incarnation) return;
     st.last_redis_error = error_reason(err);
     st.last_redis_error_at = steady::now();
     // Memory operations are idempotent; the protocol waits until one succeeds.
@@ -146,7 +160,7 @@ void issue_memory(self_ptr self, uint8_t source, uint64_t id) {
   };
   auto done = [=](cache::value v) {
     auto& st = self->state;
-    if (!st.memory.erase({source, id})) return;
+    if (st.incarnation != incarnation || !st.memory.erase({source, id})) return;
     if (source == static_cast<uint8_t>(component::directory)) {
       if (st.dir) apply(self, st.dir->on_memory_done(id, std::move(v)), component::directory);
     } else if (st.ctrl) {
@@ -238,8 +252,34 @@ cache::membership membership_of(uint64_t epoch, const std::vector<std::string>& 
   return cache::membership::from_ring(epoch, std::make_shared<const ring::hash_ring>(members));
 }
 
-// (Re)creates this node's controller and directory, empty, in the current epoch: at the
-// first membership, and when this node may have been declared dead while it was frozen.
+// Forgets this node's controller and directory without acting on them: nothing of theirs
+// is served, sent or written any more. Messages already queued here were for them too,
+// unless there were none yet.
+void drop_components(self_ptr self) {
+  auto& st = self->state;
+  st.mirror->clear();
+  // Requests in flight belong to the old components: they fail and may be retried.
+  auto requests = std::move(st.requests);
+  st.requests.clear();
+  st.memory.clear();
+  if (st.ctrl) st.local.clear();
+  st.ctrl.reset();
+  st.dir.reset();
+  ++st.incarnation;
+  for (auto& [id, r] : requests) {
+    cache::completion c;
+    c.request = id;
+    c.kind = r.kind;
+    c.result = cache::status::error;
+    c.error = "restarted";
+    c.maybe_applied = true;
+    r.done(c);
+  }
+}
+
+// Creates this node's controller and directory, empty, in the current epoch: at the first
+// membership, and when it rejoins after a pause (then only in an epoch newer than the one
+// it was in, see fence()).
 void start_components(self_ptr self) {
   auto& st = self->state;
   cache::controller::config cc;
@@ -252,23 +292,7 @@ void start_components(self_ptr self) {
   cache::directory::config dc;
   dc.self = st.settings.self;
   dc.proto = cc.proto;
-  // The old lines are gone (and may be stale): nothing may be served from them any more.
-  st.mirror->clear();
-  // Requests in flight belong to the old components: they fail and may be retried.
-  // Messages already queued are for the old components too, unless there were none yet.
-  auto requests = std::move(st.requests);
-  st.requests.clear();
-  st.memory.clear();
-  if (st.ctrl) st.local.clear();
-  for (auto& [id, r] : requests) {
-    cache::completion c;
-    c.request = id;
-    c.kind = r.kind;
-    c.result = cache::status::error;
-    c.error = "restarted";
-    c.maybe_applied = true;
-    r.done(c);
-  }
+  drop_components(self);
   st.ctrl = std::make_unique<cache::controller>(cc, membership_of(st.epoch, st.members));
   st.dir = std::make_unique<cache::directory>(dc, membership_of(st.epoch, st.members));
   apply(self, st.ctrl->start(), component::controller);
@@ -281,12 +305,103 @@ void start_components(self_ptr self) {
     }
 }
 
+// Peers linked to this node now, and those it thinks down.
+std::vector<std::string> linked_peers(self_ptr self) {
+  std::vector<std::string> out;
+  for (auto& [node, state] : self->state.peer_state)
+    if (state == "alive" || state == "suspected") out.push_back(node);
+  return out;
+}
+
+std::set<std::string> down_peers(self_ptr self) {
+  std::set<std::string> out;
+  for (auto& [node, state] : self->state.peer_state)
+    if (state == "down") out.insert(node);
+  return out;
+}
+
+// Rejoin(e) to every linked peer that has not acknowledged it (again on each tick: the
+// link may have dropped it; a peer answers every copy).
+void send_rejoin(self_ptr self) {
+  auto& st = self->state;
+  if (!st.lease->fenced()) return;
+  auto bytes = cache::encode_rejoin(st.lease->rejoin());
+  for (auto& peer : linked_peers(self))
+    if (!st.lease->acked(peer) && !st.outbox.count(peer)) send_remote(self, peer, bytes);
+}
+
+// Starts new components once the rejoin may end (cache::membership_lease::may_rejoin).
+void try_rejoin(self_ptr self) {
+  auto& st = self->state;
+  if (!st.lease->fenced() ||
+      !st.lease->may_rejoin(st.epoch, st.members, linked_peers(self), down_peers(self), now_ms()))
+    return;
+  log::info("cache", "rejoining the cache in epoch {}", st.epoch);
+  st.lease->rejoined();
+  start_components(self);
+}
+
+// This node was silent long enough to have been declared dead (stopped, stalled): its
+// peers may have acted for it since, so what its components hold may be stale and what
+// they would still send or write older than what happened meanwhile. They go without a
+// word, and the node rejoins as a new incarnation in a newer epoch (protocols/cache/lease.hpp).
+void fence(self_ptr self, uint64_t gap_ms) {
+  auto& st = self->state;
+  log::warn("cache", "this node was unresponsive for {} ms and may have been declared dead: dropping its cache, "
+            "rejoining in an epoch after {}", gap_ms, st.epoch);
+  drop_components(self);
+  st.outbox.clear();  // the old components' messages
+  st.local.clear();   // held for the next components: the peers may forget this node again
+  st.lease->fence(st.epoch, now_ms());
+  st.rejoin_after = std::max(st.rejoin_after, st.epoch);
+  send_rejoin(self);
+}
+
+// Every input first: a node that was stopped long enough to have been declared dead must
+// not act on its old lines, not even once, whatever input comes first after the pause.
+void awake(self_ptr self) {
+  auto& st = self->state;
+  auto now = now_ms();
+  auto last = st.lease->last_input_ms();
+  if (st.lease->on_input(now) && (st.ctrl || st.lease->fenced())) fence(self, now - last);
+}
+
+// Rejoin and Rejoin-Ack (lease.hpp), in order with the coherence messages from `from`.
+void on_rejoin_message(self_ptr self, const std::string& from, const cache::rejoin_message& r) {
+  auto& st = self->state;
+  if (r.ack) {
+    st.lease->on_ack(from, r);
+    return try_rejoin(self);
+  }
+  const bool news = st.lease->on_rejoin(from, r);
+  // A node this one thinks down was forgotten already; node_up comes with its link.
+  const bool forget = news && st.ctrl && st.peer_state[from] != "down";
+  if (news) {
+    log::info("cache", "{} rejoins after a pause: forgetting its cache of epochs up to {}", from, r.epoch);
+    st.local.erase(std::remove_if(st.local.begin(), st.local.end(),
+                                  [&](const auto& l) { return l.first == from && l.second.epoch <= r.epoch; }),
+                   st.local.end());
+    st.rejoin_after = std::max(st.rejoin_after, st.epoch);
+  }
+  if (forget) {
+    apply(self, st.ctrl->on_node_down(from), component::controller);
+    apply(self, st.dir->on_node_down(from), component::directory);
+  }
+  // Before node_up: what the components send it from now on must come after the Ack.
+  send_remote(self, from, cache::encode_rejoin(cache::membership_lease::ack_for(r, st.epoch)));
+  if (forget) {
+    apply(self, st.ctrl->on_node_up(from), component::controller);
+    apply(self, st.dir->on_node_up(from), component::directory);
+  }
+}
+
 void on_members(self_ptr self, uint64_t epoch, std::vector<std::string>& members) {
   auto& st = self->state;
   if (epoch <= st.epoch) return;
   st.epoch = epoch;
   st.members = members;
   log::info("cache", "directory epoch {}: homes {}", epoch, fmt::join(members, ","));
+  if (st.lease->fenced()) return try_rejoin(self);
   if (!st.ctrl) return start_components(self);
   apply(self, st.ctrl->on_membership(membership_of(epoch, members)), component::controller);
   apply(self, st.dir->on_membership(membership_of(epoch, members)), component::directory);
@@ -301,14 +416,23 @@ void on_peer(self_ptr self, const member_status& m) {
   if (m.state == "down" && !was_down) {
     st.apis.erase(m.node_id);
     st.outbox.erase(m.node_id);
-    if (!st.ctrl) return;
-    apply(self, st.ctrl->on_node_down(m.node_id), component::controller);
-    apply(self, st.dir->on_node_down(m.node_id), component::directory);
+    if (st.ctrl) {
+      apply(self, st.ctrl->on_node_down(m.node_id), component::controller);
+      apply(self, st.dir->on_node_down(m.node_id), component::directory);
+    }
   } else if (m.state == "alive" && was_down) {
     st.apis.erase(m.node_id);  // a restarted node publishes a new handle
-    if (!st.ctrl) return;
-    apply(self, st.ctrl->on_node_up(m.node_id), component::controller);
-    apply(self, st.dir->on_node_up(m.node_id), component::directory);
+    // Its components start in a newer epoch only (a restart, or a rejoin after a pause).
+    if (std::count(st.members.begin(), st.members.end(), m.node_id))
+      st.rejoin_after = std::max(st.rejoin_after, st.epoch);
+    if (st.ctrl) {
+      apply(self, st.ctrl->on_node_up(m.node_id), component::controller);
+      apply(self, st.dir->on_node_up(m.node_id), component::directory);
+    }
+  }
+  if (st.lease->fenced()) {
+    send_rejoin(self);
+    try_rejoin(self);
   }
 }
 
@@ -326,7 +450,8 @@ void check_membership(self_ptr self) {
         for (auto& v : groups.front().voters)
           if (v == st.settings.self || (st.peer_state.count(v) && st.peer_state[v] != "down")) live.push_back(v);
         std::sort(live.begin(), live.end());
-        if (live.empty() || live == st.members) {
+        const bool rejoin_due = st.rejoin_after > 0 && st.epoch <= st.rejoin_after;
+        if (live.empty() || (live == st.members && !rejoin_due)) {
           st.stable_for = 0;
           return;
         }
@@ -378,20 +503,17 @@ void publish_metrics(self_ptr self) {
 
 void on_tick(self_ptr self) {
   auto& st = self->state;
-  auto now = steady::now();
-  // A tick far too late means this process was frozen (SIGSTOP, a stalled VM): peers may
-  // have declared it dead and reverted its lines, so what it caches may be stale.
-  if (st.ctrl && now - st.last_tick > 1500ms) {
-    log::warn("cache", "this node was frozen for {} ms: dropping its cache",
-              std::chrono::duration_cast<std::chrono::milliseconds>(now - st.last_tick).count());
-    start_components(self);
+  // The read fast path serves only while this node keeps ticking (awake() ran just now);
+  // a pause longer than the lease ends it before anyone may have declared the node dead.
+  st.mirror->live_until(steady::now() + st.mirror_lease);
+  if (st.lease->fenced()) {
+    send_rejoin(self);
+    try_rejoin(self);
   }
-  st.last_tick = now;
-  st.mirror->live_until(steady::now() + mirror_lease);
   note_mirror_hits(self);
   check_membership(self);
   publish_metrics(self);
-  self->delayed_send(self, tick_interval, cache_tick_atom::value);
+  self->delayed_send(self, st.tick_interval, cache_tick_atom::value);
 }
 
 // Submits a client operation; `done` gets its completion (or an error completion).
@@ -400,7 +522,7 @@ void submit(self_ptr self, cache::op_kind kind, const std::string& key, const st
   if (!st.ctrl) {
     cache::completion c;
     c.result = cache::status::error;
-    c.error = "not_serving";
+    c.error = st.lease->fenced() ? "rejoining" : "not_serving";
     return done(c);
   }
   note_mirror_hits(self);  // so that a miss evicting a line sees the latest uses
@@ -417,6 +539,9 @@ void submit(self_ptr self, cache::op_kind kind, const std::string& key, const st
 caf::error failure(self_ptr self, const cache::completion& c) {
   if (c.error == "not_serving")
     return make_error(errc::unavailable, "the cache is not serving yet: waiting for the cluster's cache membership");
+  if (c.error == "rejoining")
+    return make_error(errc::unavailable, "this node was unresponsive long enough to be declared dead and is rejoining "
+                                         "the cache; retry shortly");
   if (c.error == cache::errc::invalid) return make_error(errc::bad_request, "invalid key or value");
   if (c.error == cache::errc::expired)
     return make_error(errc::unavailable, "no answer from the key's home directory within 4 s"
@@ -469,10 +594,28 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
                                              metrics::latency_buckets_seconds());
     st.put_seconds = &registry.get_histogram("dsync_cache_put_seconds", "Cache put latency on this node",
                                              metrics::latency_buckets_seconds());
+    // Peers may declare this node dead after down_ms of silence, which they count from the
+    // last ping it answered, up to one ping interval before it stopped: a pause of down_ms -
+    // ping_ms ends its lease. The tick (which keeps the fast path's lease) comes often enough
+    // that a running node never gets near it; the fast path stops at half of it.
+    const auto ping = std::chrono::milliseconds{settings.peer_ping_ms};
+    const auto limit = std::max(std::chrono::milliseconds{settings.peer_down_ms} - ping, std::chrono::milliseconds{4});
+    st.tick_interval = std::min<steady::duration>(max_tick_interval, limit / 4);
+    st.mirror_lease = limit / 2;
+    cache::membership_lease::config lc;
+    lc.self = settings.self;
+    lc.freeze_limit_ms = static_cast<uint64_t>(limit.count());
+    lc.settle_ms = static_cast<uint64_t>(2 * ping.count());
+    // Peers remember the last fence of this node they handled: numbers grow across restarts.
+    lc.first_incarnation = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                   std::chrono::system_clock::now().time_since_epoch())
+                                                   .count());
+    st.lease.emplace(lc, now_ms());
     self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
-    self->delayed_send(self, tick_interval, cache_tick_atom::value);
+    self->delayed_send(self, st.tick_interval, cache_tick_atom::value);
     return {
       [=](cache_get_atom, std::string& key) -> caf::result<cache_entry> {
+        awake(self);
         if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
         return run<cache_entry>(self, cache::op_kind::get, key, {},
                                 [=](caf::typed_response_promise<cache_entry>& rp, cache::completion& c) {
@@ -484,16 +627,19 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
                                 });
       },
       [=](cache_put_atom, std::string& key, std::string& value) -> caf::result<bool> {
+        awake(self);
         if (auto bad = check(key, &value)) return make_error(errc::bad_request, *bad);
         return run<bool>(self, cache::op_kind::put, key, value,
                          [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
       },
       [=](cache_del_atom, std::string& key) -> caf::result<bool> {
+        awake(self);
         if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
         return run<bool>(self, cache::op_kind::del, key, {},
                          [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
       },
       [=](cache_inval_atom, std::string& key) -> caf::result<bool> {
+        awake(self);
         if (auto bad = check(key, nullptr)) return make_error(errc::bad_request, *bad);
         return run<bool>(self, cache::op_kind::invalidate, key, {},
                          [](caf::typed_response_promise<bool>& rp, cache::completion&) { rp.deliver(true); });
@@ -526,20 +672,42 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
         return out;
       },
       [=](cache_msg_atom, std::string& from, std::string& bytes) {
+        awake(self);
+        auto& st = self->state;
+        if (cache::rejoin_message r; cache::decode_rejoin(bytes, r)) return on_rejoin_message(self, from, r);
         cache::message m;
         if (!cache::decode(bytes, m)) {
           log::warn("cache", "dropping a malformed coherence message from {}", from);
           return;
         }
-        self->state.local.emplace_back(std::move(from), std::move(m));
+        switch (st.lease->screen(from, m)) {
+          case cache::membership_lease::verdict::deliver:
+          case cache::membership_lease::verdict::hold: break;  // no components: it waits for the next ones
+          case cache::membership_lease::verdict::refuse:
+            return send_remote(self, from, cache::encode(*cache::refusal(m)));
+          case cache::membership_lease::verdict::drop: return;
+        }
+        st.local.emplace_back(std::move(from), std::move(m));
         drain_local(self);
       },
       [=](cache_attach_atom, raft_host_actor& raft) { self->state.raft = std::move(raft); },
-      [=](cache_members_atom, uint64_t epoch, std::vector<std::string>& members) { on_members(self, epoch, members); },
+      [=](cache_members_atom, uint64_t epoch, std::vector<std::string>& members) {
+        awake(self);
+        on_members(self, epoch, members);
+      },
       [=](cache_leader_atom, bool leading) { self->state.leading = leading; },
-      [=](member_atom, const member_status& m) { on_peer(self, m); },
-      [=](cache_tick_atom) { on_tick(self); },
-      [=](cache_later_atom, uint64_t id) { self->state.later.run(id); },
+      [=](member_atom, const member_status& m) {
+        awake(self);
+        on_peer(self, m);
+      },
+      [=](cache_tick_atom) {
+        awake(self);
+        on_tick(self);
+      },
+      [=](cache_later_atom, uint64_t id) {
+        awake(self);
+        self->state.later.run(id);
+      },
     };
   });
 }

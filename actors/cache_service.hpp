@@ -15,6 +15,11 @@
 //   hashes keys to the same homes in the same epoch. Its leader commits a new membership
 //   when a member has been down (or back) for a moment. Deaths and returns of peers come
 //   from the peer links and go to both components at once.
+// - Pauses: every input first checks this node's lease (protocols/cache/lease.hpp). A node
+//   that was stopped long enough to have been declared dead (SIGSTOP, a stalled VM) drops
+//   its components without acting on them, answers clients "unavailable", and rejoins as a
+//   new incarnation in a newer epoch once every peer forgot the old one. A leader commits
+//   a new epoch when a node rejoins or comes back, even if the members stay the same.
 // - Read hits: after every step of the controller, and before acting on that step's
 //   effects, the lines it changed are copied into (or erased from) the cache mirror, from
 //   which the HTTP gateway answers hits without a message (cache_mirror.hpp says why that
@@ -64,6 +69,10 @@ struct cache_service_settings {
   bool lfu = false;
   uint64_t capacity = 10000;
   std::string redis_address;  // for error messages
+  // The failure detector of the peer links (PEER_PING_MS, PEER_DOWN_MS): how soon a silent
+  // node may be declared dead, so how long a pause this node's cache survives.
+  uint32_t peer_ping_ms = 200;
+  uint32_t peer_down_ms = 3000;
 };
 
 // `mirror`: the copy of this node's readable lines that the service keeps up to date after

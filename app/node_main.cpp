@@ -167,6 +167,8 @@ int main(int argc, char** argv) {
     cs.lfu = s.cache_lfu;
     cs.capacity = s.cache_size;
     cs.redis_address = s.redis_host + ":" + std::to_string(s.redis_port);
+    cs.peer_ping_ms = s.peer_ping_ms;
+    cs.peer_down_ms = s.peer_down_ms;
     // This node's readable cache lines: written by the cache service after each step of its
     // controller, read by the HTTP gateway to answer hits without an actor.
     auto cache_lines = std::make_shared<cache_mirror>();

@@ -38,6 +38,21 @@ bool is_put(msg_kind k) {
 
 }  // namespace
 
+std::optional<message> refusal(const message& m) {
+  message a;
+  a.key = m.key;
+  a.epoch = m.epoch;
+  if (is_put(m.kind)) {
+    a.kind = msg_kind::put_ack;
+  } else if (is_request(m.kind)) {
+    a.kind = msg_kind::nack;
+    a.txn = m.txn;
+  } else {
+    return std::nullopt;
+  }
+  return a;
+}
+
 std::string_view to_string(dir_state s) { return row_names[static_cast<size_t>(s)]; }
 std::string_view to_string(dir_row r) { return row_names[static_cast<size_t>(r)]; }
 std::string_view to_string(dir_event e) {
@@ -269,24 +284,19 @@ void directory::deliver(const std::string& from, const message& m) {
 }
 
 void directory::refuse(const std::string& from, const message& m) {
-  if (is_put(m.kind)) {
+  auto a = refusal(m);
+  if (!a) {
+    ++stats_.stale_messages;
+    return;
+  }
+  if (a->kind == msg_kind::put_ack) {
     // Its line was recalled when the epoch closed (or it lost it before): nothing to write.
     record(dir_row::closing, dir_event::put_non_owner);
-    message a;
-    a.kind = msg_kind::put_ack;
-    a.key = m.key;
-    send(from, m.epoch, std::move(a));
-  } else if (is_request(m.kind)) {
+  } else {
     record(dir_row::closing, request_event(m.kind));
     ++stats_.nacks;
-    message n;
-    n.kind = msg_kind::nack;
-    n.key = m.key;
-    n.txn = m.txn;
-    send(from, m.epoch, std::move(n));
-  } else {
-    ++stats_.stale_messages;
   }
+  send(from, m.epoch, std::move(*a));
 }
 
 void directory::handle_in(table& t, const std::string& from, const message& m) {

@@ -72,6 +72,12 @@ enum class dir_event : uint8_t {
 constexpr size_t dir_event_count = 23;
 std::string_view to_string(dir_event e);
 
+// How a directory answers a message of an epoch it no longer serves: Nack for a request
+// (the requester retries in a newer epoch), Put-Ack for a Put (nothing to write), nothing
+// for anything else. The answer carries `m`'s epoch. Also what a node whose incarnation
+// ended answers for it (lease.hpp).
+std::optional<message> refusal(const message& m);
+
 class directory {
  public:
   struct config {

@@ -1,8 +1,10 @@
 """The coherent cache on a real 3-node cluster with a real redis-server: line states across
 nodes for MESI, MOSI and MOESI, eviction with write-back, delete, invalidate, a node killed
-while it owns a dirty line, Redis going away and coming back, bad input, and a history of
-concurrent reads and writes from every node checked for stale reads."""
+while it owns a dirty line, a node stopped long enough to be declared dead, Redis going
+away and coming back, bad input, and a history of concurrent reads and writes from every
+node checked for stale reads."""
 import random
+import signal
 import threading
 import time
 
@@ -59,8 +61,9 @@ def test_states_across_nodes_for_each_protocol():
             assert state == ("S" if protocol == "MOSI" else "E"), (protocol, state)
             s, stats = http(a.http_port, "GET", "/v1/cache")
             assert stats["protocol"] == protocol and stats["hits"] >= 1, stats
-            # Published with the cache's next tick.
-            wait_until(lambda: 'dsync_cache_lines{state="' in http(a.http_port, "GET", "/metrics")[1], 5,
+            # Published with the cache's next tick (the hits with the first tick after one).
+            wait_until(lambda: all(m in http(a.http_port, "GET", "/metrics")[1]
+                                   for m in ('dsync_cache_lines{state="', "dsync_cache_hits_total")), 5,
                        "the cache's metrics")
             metrics = http(a.http_port, "GET", "/metrics")[1]
             assert "dsync_cache_hits_total" in metrics and 'dsync_cache_messages_total{type="' in metrics
@@ -109,6 +112,46 @@ def test_node_killed_while_owning_a_dirty_line():
         d.wait_ready()
         wait_until(lambda: get(d, "x")[0] == 200 and get(d, "x")[1]["value"] == "old", 15,
                    "the restarted node to serve the key again")
+
+
+def test_frozen_node_serves_no_stale_value():
+    """A node stopped (SIGSTOP) long enough to be declared dead must not answer from the line
+    it held when it resumes: meanwhile its peers took over for it and another node wrote the
+    key. The read is sent while the node is stopped, so that it is the first thing the node
+    sees when it resumes: it must fail (the node is rejoining) or return the new value. The
+    node then rejoins as a new incarnation and serves the new value."""
+    for protocol in ("MESI", "MOESI"):
+        with Redis(TMP_ROOT) as redis, cache_cluster(f"cache-frozen-{protocol}", redis, protocol) as c:
+            serving(c)
+            a, b, d = c.nodes
+            assert put(a, "f", "old")[0] == 200
+            for _ in range(2):  # b holds the line; the second read is a hit
+                assert get(b, "f")[1]["value"] == "old"
+            answers = []
+            reader = threading.Thread(target=lambda: answers.append(get_slow(b, "f")))
+            b.signal(signal.SIGSTOP)
+            try:
+                # Completes once the others declared b dead (b cannot acknowledge anything).
+                wait_until(lambda: put(d, "f", "new")[0] == 200, 20, "the write while b is stopped", interval=0.2)
+                reader.start()
+                time.sleep(0.5)  # the request waits in b's socket
+            finally:
+                b.signal(signal.SIGCONT)
+            reader.join(25)
+            assert answers, f"{protocol}: b did not answer"
+            s, body = answers[0]
+            assert s == 503 or (s == 200 and body["value"] == "new"), (
+                f"{protocol}: b answered {s} {body} after it resumed; 'new' was written while it was stopped")
+            wait_until(lambda: get(b, "f")[0] == 200, 20, "b to rejoin the cache")
+            s, body = get(b, "f")
+            assert body["value"] == "new", (protocol, s, body)
+            for n in (a, d):
+                assert get(n, "f")[1]["value"] == "new", (protocol, n.node_id)
+
+
+def get_slow(node, key):
+    """A read that may wait for a node that is stopped."""
+    return http(node.http_port, "GET", f"/v1/cache/{key}", timeout=20)
 
 
 def test_redis_away_and_back():
@@ -229,6 +272,7 @@ def test_dsyncctl_cache_commands():
 
 if __name__ == "__main__":
     run_tests([test_states_across_nodes_for_each_protocol, test_eviction_writes_back_and_delete_and_invalidate,
-               test_node_killed_while_owning_a_dirty_line, test_redis_away_and_back, test_bad_input,
+               test_node_killed_while_owning_a_dirty_line, test_frozen_node_serves_no_stale_value,
+               test_redis_away_and_back, test_bad_input,
                test_concurrent_history_has_no_stale_reads, test_write_then_read_elsewhere_never_stale,
                test_dsyncctl_cache_commands])

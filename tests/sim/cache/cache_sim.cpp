@@ -38,6 +38,7 @@ void sim_stats::add(const sim_stats& o) {
   mem_writes += o.mem_writes;
   deaths += o.deaths;
   restarts += o.restarts;
+  freezes += o.freezes;
   epochs += o.epochs;
   for (size_t i = 0; i < 6; ++i) recoveries[i] += o.recoveries[i];
   for (const auto& [k, n] : o.transitions) transitions[k] += n;
@@ -49,7 +50,8 @@ std::string sim_stats::to_string() const {
          " misses=" + std::to_string(misses) +
          " evictions=" + std::to_string(evictions) + " mem_reads=" + std::to_string(mem_reads) +
          " mem_writes=" + std::to_string(mem_writes) + " deaths=" + std::to_string(deaths) +
-         " restarts=" + std::to_string(restarts) + " epochs=" + std::to_string(epochs) +
+         " restarts=" + std::to_string(restarts) + " pauses=" + std::to_string(freezes) +
+         " epochs=" + std::to_string(epochs) +
          "\n  node_down at directories: sharer=" + std::to_string(recoveries[0]) +
          " owner=" + std::to_string(recoveries[1]) + " requester=" + std::to_string(recoveries[2]) +
          " forwarded=" + std::to_string(recoveries[3]) + " invalidated=" + std::to_string(recoveries[4]) +
@@ -80,9 +82,10 @@ class simulation {
     for (size_t i = 1; i <= nodes; ++i) o.nodes.push_back("n" + std::to_string(i));
     deaths_ = nodes >= 3 && rng_.chance(2, 5);
     steps_ = 300 + rng_.below(700);
+    freezes_on_ = deaths_ && rng_.chance(1, 2);
     setup_ = std::to_string(nodes) + " nodes, " + std::to_string(keys_) + " keys, " +
              std::string(to_string(o.policy)) + ", " + std::string(to_string(o.replacement)) + ", capacity " +
-             std::to_string(o.capacity) + (deaths_ ? ", deaths" : "");
+             std::to_string(o.capacity) + (deaths_ ? ", deaths" : "") + (freezes_on_ ? ", pauses" : "");
     cl_ = std::make_unique<cluster>(o, ring_membership(1, o.nodes));
     cl_->on_effects = [this](const endpoint& from, const effects& fx) { observe(from, fx); };
   }
@@ -96,7 +99,7 @@ class simulation {
     // Quiet phase: no new requests or faults; everything pending must finish.
     settle();
     for (size_t k = 0; k < keys_; ++k) {  // one last read of every key
-      auto live = cl_->live_nodes();
+      auto live = cl_->running_nodes();
       submit(live[rng_.below(live.size())], op_kind::get, key(k));
     }
     settle();
@@ -171,22 +174,30 @@ class simulation {
     ++stats_.steps;
     if (epoch_due_at_ && (stats_.steps >= epoch_due_at_ || !active)) {
       epoch_due_at_ = 0;
-      new_epoch(cl_->live_nodes(), "");
+      new_epoch(members_now(), "");
     }
-    const size_t chans = cl_->busy_channels();
     const auto& mem = cl_->memory_in_flight();
-    std::vector<std::string> live, dead, can_submit;
+    std::vector<std::string> live, dead, can_submit, stopped;
     for (auto& [id, n] : cl_->nodes()) {
       if (!n.alive) {
         dead.push_back(id);
         continue;
       }
+      if (n.frozen) stopped.push_back(id);
+      if (!n.running()) continue;
       live.push_back(id);
       if (n.ctl->pending_ops() < 3) can_submit.push_back(id);  // expired ones count too
     }
+    // A stopped node receives nothing (what it sent still arrives).
+    std::vector<size_t> deliverable;
+    if (!stopped.empty())
+      for (size_t i = 0; i < cl_->busy_channels(); ++i)
+        if (cl_->deliverable(cl_->busy_channel(i))) deliverable.push_back(i);
+    const size_t chans = stopped.empty() ? cl_->busy_channels() : deliverable.size();
+    auto channel_at = [&](size_t i) { return cl_->busy_channel(stopped.empty() ? i : deliverable[i]); };
     std::vector<endpoint> epoch_due;
     for (const auto& [ep, q] : epoch_queue_)
-      if (!q.empty()) epoch_due.push_back(ep);
+      if (!q.empty() && !cl_->stopped(ep.node)) epoch_due.push_back(ep);
 
     // Weighted choice among what is possible.
     const uint64_t w_deliver = chans == 0 ? 0 : 50;
@@ -197,7 +208,9 @@ class simulation {
     const uint64_t w_kill = active && deaths_ && live.size() > 2 && kills_ < 4 ? 2 : 0;
     const uint64_t w_restart =
         active && !dead.empty() && !cl_->downs_pending() && !epoch_due_at_ && restarts_ < 4 ? 2 : 0;
-    const uint64_t total = w_deliver + w_mem + w_submit + w_epoch + w_expire + w_kill + w_restart;
+    const uint64_t w_freeze = active && freezes_on_ && live.size() > 2 && freezes_ < 3 ? 2 : 0;
+    const uint64_t w_resume = stopped.empty() ? 0 : active ? 3 : 10;
+    const uint64_t total = w_deliver + w_mem + w_submit + w_epoch + w_expire + w_kill + w_restart + w_freeze + w_resume;
     if (total == 0) return;
     uint64_t r = rng_.below(total);
     auto pick = [&](uint64_t w) {
@@ -209,7 +222,7 @@ class simulation {
     last_ch_.reset();
     touched_.reset();  // all keys, unless the step concerns one
     if (pick(w_deliver)) {
-      const auto ch = cl_->busy_channel(rng_.below(chans));
+      const auto ch = channel_at(rng_.below(chans));
       if (const auto& k = cl_->channel(ch)->front().key; !k.empty()) touched_ = k;
       if (verbose_) {
         last_ = "deliver " + ch.name() + " " + describe(cl_->channel(ch)->front());
@@ -240,7 +253,7 @@ class simulation {
     } else if (pick(w_expire)) {
       std::vector<std::pair<std::string, uint64_t>> all;
       for (const auto& [n, reqs] : pending_)
-        if (cl_->alive(n))
+        if (cl_->running(n))
           for (auto q : reqs) all.emplace_back(n, q);
       if (!all.empty()) {
         auto [n, q] = all[rng_.below(all.size())];
@@ -249,12 +262,13 @@ class simulation {
       }
     } else if (pick(w_kill)) {
       // Mostly a node in the middle of something: one with messages in flight.
-      std::vector<std::string> busy;
-      for (size_t i = 0; i < chans; ++i)
-        if (auto ch = cl_->busy_channel(i); cl_->alive(ch.from.node)) busy.push_back(ch.from.node);
-      kill(!busy.empty() && rng_.chance(3, 4) ? busy[rng_.below(busy.size())] : live[rng_.below(live.size())]);
+      kill(pick_busy(live));
     } else if (pick(w_restart)) {
       restart(dead[rng_.below(dead.size())]);
+    } else if (pick(w_freeze)) {
+      freeze(pick_busy(live));
+    } else if (pick(w_resume)) {
+      resume(stopped[rng_.below(stopped.size())]);
     }
     check_step();
     if (active) fast_read();
@@ -266,7 +280,7 @@ class simulation {
   // the uses it records reach the replacement order now and then, as on the actor's tick.
   void fast_read() {
     if (!fast_rng_.chance(1, 3)) return;
-    auto live = cl_->live_nodes();
+    auto live = cl_->running_nodes();  // a stopped node's lease has run out
     const auto& n = live[fast_rng_.below(live.size())];
     const auto k = key(fast_rng_.below(keys_));
     auto& node = cl_->at(n);
@@ -289,21 +303,72 @@ class simulation {
     history_[k].push_back(op);
   }
 
+  // Mostly a node in the middle of something: one with messages in flight.
+  std::string pick_busy(const std::vector<std::string>& live) {
+    std::vector<std::string> busy;
+    for (size_t i = 0; i < cl_->busy_channels(); ++i)
+      if (auto ch = cl_->busy_channel(i); cl_->running(ch.from.node)) busy.push_back(ch.from.node);
+    return !busy.empty() && rng_.chance(3, 4) ? busy[rng_.below(busy.size())] : live[rng_.below(live.size())];
+  }
+
+  // Write-back's loss window: dirty data only x held may be gone; every key may revert
+  // (once) to a value written before.
+  void may_revert(const std::string& x, const std::string& why) {
+    if (cl_->opts().policy != write_policy::write_back) return;
+    for (size_t k = 0; k < keys_; ++k) {
+      history_op h;
+      h.kind = history_op::revert;
+      h.invoked = ++clock_;
+      h.label = "revert " + key(k) + " (" + why + " of " + x + ") @" + std::to_string(h.invoked);
+      history_[key(k)].push_back(h);
+    }
+  }
+
+  // x stops long enough to be declared dead: some of its peers' failure detectors notice
+  // while it is stopped (maybe none: it may resume just before), the others learn it from
+  // its Rejoin when it resumes; meanwhile a new epoch may leave it out.
+  void freeze(const std::string& x) {
+    ++freezes_;
+    ++stats_.freezes;
+    trace("FREEZE " + x);
+    may_revert(x, "pause");
+    std::vector<endpoint> declare;
+    for (const auto& n : cl_->running_nodes())
+      for (bool d : {false, true})
+        if (n != x && rng_.chance(2, 3)) declare.push_back(endpoint{n, d});
+    cl_->freeze(x, declare, [this](const memory_op&) { return rng_.chance(1, 2); });
+    if (!declare.empty() && !epoch_due_at_) epoch_due_at_ = stats_.steps + rng_.below(300);
+  }
+
+  // x runs again: it drops its cache and rejoins; the membership leader commits a new
+  // epoch for it (with the nodes that are not stopped), which x's next components start in.
+  void resume(const std::string& x) {
+    trace("RESUME " + x);
+    // Its requests fail ("restarted", maybe applied) with the old components: a failed read
+    // says nothing, a put may or may not have taken effect.
+    for (auto request : pending_[x]) {
+      auto it = where_.find({x, request});
+      if (it == where_.end()) continue;
+      auto& h = history_[it->second.first][it->second.second];
+      if (h.kind == history_op::read) h.label = "";
+    }
+    pending_[x].clear();
+    cl_->resume(x);
+    new_epoch(members_now(), "");
+  }
+
+  std::vector<std::string> members_now() {
+    std::vector<std::string> out;
+    for (const auto& n : cl_->live_nodes())
+      if (!cl_->stopped(n)) out.push_back(n);
+    return out;
+  }
+
   void kill(const std::string& x) {
     ++kills_;
     ++stats_.deaths;
     trace("KILL " + x);
-    if (cl_->opts().policy == write_policy::write_back) {
-      // Write-back's loss window: dirty data only x held may be gone; every key may
-      // revert (once) to a value written before.
-      for (size_t k = 0; k < keys_; ++k) {
-        history_op h;
-        h.kind = history_op::revert;
-        h.invoked = ++clock_;
-        h.label = "revert " + key(k) + " (death of " + x + ") @" + std::to_string(h.invoked);
-        history_[key(k)].push_back(h);
-      }
-    }
+    may_revert(x, "death");
     cl_->kill(
         x, [this](const channel_id&, size_t n) { return static_cast<size_t>(rng_.below(n + 1)); },
         [this](const memory_op&) { return rng_.chance(1, 2); });
@@ -318,7 +383,7 @@ class simulation {
   void restart(const std::string& x) {
     ++restarts_;
     ++stats_.restarts;
-    auto members = cl_->live_nodes();
+    auto members = members_now();
     members.push_back(x);
     uint64_t e = new_epoch(members, x);
     trace("RESTART " + x + " in epoch " + std::to_string(e));
@@ -342,10 +407,17 @@ class simulation {
 
   void settle() {
     for (uint64_t s = 0; s < 200000; ++s) {
-      bool epochs_due = false;
+      bool epochs_due = false, stopped = false, rejoining = false;
       for (const auto& [ep, q] : epoch_queue_)
         if (!q.empty()) epochs_due = true;
-      if (cl_->quiet() && !epochs_due && !epoch_due_at_) return;
+      for (const auto& n : cl_->live_nodes()) {
+        stopped = stopped || cl_->stopped(n);
+        rejoining = rejoining || cl_->rejoining(n);
+      }
+      if (cl_->quiet() && !epochs_due && !epoch_due_at_ && !stopped) {
+        if (rejoining) throw violation("liveness: a node cannot rejoin" + stuck());
+        return;
+      }
       step(false);
     }
     throw violation("liveness: not quiet after 200000 steps of the quiet phase");
@@ -368,6 +440,7 @@ class simulation {
       if (cl_->alive(m.node) && !in_flight.insert(m.op.key).second)
         throw violation("two memory operations in flight for " + m.op.key);
     for (auto& [id, n] : cl_->nodes()) {
+      if (!n.ctl) continue;
       const std::string last = !last_.empty() ? last_ : last_ch_ ? "a message on " + last_ch_->name() : "no delivery";
       if (n.ctl->stats().unexpected_messages)
         throw violation(id + "'s controller got an impossible message, last step: " + last);
@@ -381,6 +454,20 @@ class simulation {
     std::string out;
     for (auto& [id, n] : cl_->nodes()) {
       if (!n.alive) continue;
+      if (!n.running()) {
+        out += "\n  " + id +
+               (n.frozen ? ": stopped"
+                         : ": rejoining after epoch " + std::to_string(n.lease->fenced_epoch()) + ", knows epoch " +
+                               std::to_string(n.known_epoch) + ", waits for:");
+        if (!n.frozen && !n.ctl) {
+          std::vector<std::string> linked;
+          for (const auto& o : cl_->live_nodes())
+            if (o != id && !cl_->stopped(o) && !n.thinks_down.count(o)) linked.push_back(o);
+          for (const auto& w : n.lease->waiting_for(cl_->epoch(n.known_epoch).members, linked, n.thinks_down))
+            out += " " + w;
+        }
+        continue;
+      }
       out += "\n  " + id + ": epoch ctl " + std::to_string(n.ctl->epoch()) + " dir " + std::to_string(n.dir->epoch()) +
              ", " + std::to_string(n.ctl->pending_ops()) + " requests pending";
       for (const auto& k : n.ctl->keys())
@@ -405,6 +492,7 @@ class simulation {
   void final_checks() {
     for (auto& [id, n] : cl_->nodes()) {
       if (!n.alive) continue;
+      if (!n.running()) throw violation("liveness: " + id + " did not rejoin" + stuck());
       if (n.ctl->pending_ops() != 0 || !pending_[id].empty())
         throw violation("liveness: " + id + " still has " + std::to_string(n.ctl->pending_ops()) +
                         " requests pending when quiet" + stuck());
@@ -415,6 +503,7 @@ class simulation {
       stats_.evictions += n.ctl->stats().evictions;
     }
     for (auto& [id, n] : cl_->nodes()) {
+      if (!n.ctl) continue;
       for (size_t st = 0; st < cache_state_count; ++st)
         for (size_t e = 0; e < cache_event_count; ++e)
           if (auto c = n.ctl->transitions(static_cast<cache_state>(st), static_cast<cache_event>(e)))
@@ -427,7 +516,7 @@ class simulation {
                                std::string(to_string(static_cast<dir_event>(e)))] += c;
     }
     for (auto& [id, n] : cl_->nodes())
-      for (size_t r = 0; r < dir_row_count; ++r)
+      for (size_t r = 0; r < dir_row_count && n.dir; ++r)
         for (auto e : {dir_event::down_sharer, dir_event::down_owner, dir_event::down_requester,
                        dir_event::down_forwarded, dir_event::down_invalidated, dir_event::down_recalled})
           stats_.recoveries[static_cast<size_t>(e) - static_cast<size_t>(dir_event::down_sharer)] +=
@@ -439,7 +528,7 @@ class simulation {
       bool dirty = false;
       std::optional<value> copy;
       for (auto& [id, n] : cl_->nodes()) {
-        if (!n.alive || !readable(n.ctl->state(key(k)))) continue;
+        if (!n.running() || !readable(n.ctl->state(key(k)))) continue;
         dirty = dirty || n.ctl->dirty(key(k));
         copy = *n.ctl->data(key(k));
       }
@@ -473,7 +562,8 @@ class simulation {
   std::map<std::pair<std::string, uint64_t>, std::pair<std::string, size_t>> where_;
   std::map<std::string, std::set<uint64_t>> pending_;
   std::map<endpoint, std::deque<uint64_t>> epoch_queue_;
-  int kills_ = 0, restarts_ = 0;
+  int kills_ = 0, restarts_ = 0, freezes_ = 0;
+  bool freezes_on_ = false;
   uint64_t epoch_due_at_ = 0;  // step at which the epoch after a death is defined
   std::string last_;           // the last message delivered (-v)
   std::optional<channel_id> last_ch_;  // its channel (without -v)

@@ -6,7 +6,9 @@
 // and expiries, random delivery order of messages (FIFO per pair of components, as CAF
 // keeps it) and of memory completions, and — in some seeds — node deaths (losing the
 // messages still in their send buffers and, at random, their memory writes in flight),
-// restarts, and the directory epochs that move keys to new homes.
+// restarts, the directory epochs that move keys to new homes, and pauses: a node stopped
+// long enough for some (or none) of its peers to declare it dead, which then drops its
+// cache and rejoins as the cache service does (protocols/cache/lease.hpp).
 //
 // Between steps, reads are also served from each node's cache_mirror as the HTTP fast
 // path serves them (actors/cache_mirror.hpp), and go into the histories.
@@ -35,6 +37,7 @@ struct sim_stats {
   uint64_t fast_hits = 0;    // reads served by a node's mirror (the HTTP fast path)
   uint64_t mem_reads = 0, mem_writes = 0;
   uint64_t deaths = 0, restarts = 0, epochs = 0;
+  uint64_t freezes = 0;      // nodes stopped long enough to be declared dead, then resumed
   // node_down handled at directories, by role of the dead node: sharer, owner,
   // requester, forwarded-to owner, invalidated sharer, recalled holder.
   uint64_t recoveries[6] = {};

@@ -9,6 +9,12 @@
 // Every node also keeps a cache_mirror (actors/cache_mirror.hpp) of its readable lines,
 // synced after every step of its controller as the cache service actor does, so that tests
 // can read hits the way the HTTP fast path does and check the mirror never lags.
+//
+// A node may also be stopped (freeze) long enough for its peers to declare it dead, and
+// resumed: it then drops its components and rejoins as the cache service does it
+// (protocols/cache/lease.hpp): Rejoin to every peer, which forgets the old incarnation and
+// acknowledges; meanwhile the messages for it are screened by its lease; new components
+// start once the lease allows it.
 // Header-only; used by tests/unit/cache and tests/sim/cache.
 #pragma once
 
@@ -28,6 +34,7 @@
 #include "actors/cache_mirror.hpp"
 #include "protocols/cache/cache_controller.hpp"
 #include "protocols/cache/directory.hpp"
+#include "protocols/cache/lease.hpp"
 #include "protocols/cache/messages.hpp"
 
 namespace dsync::cache::testing {
@@ -73,10 +80,20 @@ class cluster {
   struct node {
     std::string id;
     bool alive = true;
-    std::unique_ptr<controller> ctl;
+    std::unique_ptr<controller> ctl;  // null while it rejoins
     std::unique_ptr<directory> dir;
     // Its readable lines, synced after every controller step (always live).
     std::unique_ptr<cache_mirror> mirror = std::make_unique<cache_mirror>();
+    // Stopped: nothing reaches it and it does nothing; what it sent is on the wire.
+    bool frozen = false;
+    std::unique_ptr<membership_lease> lease;
+    // While it rejoins: messages held for the new components, the newest epoch it was
+    // given, and the peers its own failure detector thinks down (all, after the pause).
+    std::deque<std::pair<std::string, message>> held;
+    uint64_t known_epoch = 0;
+    std::set<std::string> thinks_down;
+    // Takes part in the protocol now.
+    bool running() const { return alive && !frozen && ctl; }
   };
 
   explicit cluster(options o, membership first) : opts_(std::move(o)) {
@@ -107,6 +124,17 @@ class cluster {
     for (const auto& [id, n] : nodes_)
       if (n.alive) out.push_back(id);
     return out;
+  }
+  // Live nodes with their components, not stopped.
+  std::vector<std::string> running_nodes() const {
+    std::vector<std::string> out;
+    for (const auto& [id, n] : nodes_)
+      if (n.running()) out.push_back(id);
+    return out;
+  }
+  bool running(const std::string& id) const {
+    auto it = nodes_.find(id);
+    return it != nodes_.end() && it->second.running();
   }
 
   // Starts every node's components (they announce the first epoch).
@@ -148,11 +176,15 @@ class cluster {
     ++delivered_;
     node& n = at(id.to.node);
     if (!n.alive) return m;  // sent to a node that died meanwhile
-    if (id.to.dir) route(id.to, n.dir->on_message(id.from.node, m));
+    if (n.frozen) throw std::logic_error("delivery to a stopped node");
+    if (!n.ctl) screen(n, id.from.node, m);
+    else if (id.to.dir) route(id.to, n.dir->on_message(id.from.node, m));
     else route(id.to, n.ctl->on_message(id.from.node, m));
     deliver_ready_downs();
     return m;
   }
+  // Whether the head of `id` may be delivered now (a stopped node receives nothing).
+  bool deliverable(const channel_id& id) const { return !nodes_.at(id.to.node).frozen; }
 
   const std::vector<memory_request>& memory_in_flight() const { return mem_; }
   // Completes memory_in_flight()[i] against the memory.
@@ -183,6 +215,12 @@ class cluster {
   void give_epoch(const endpoint& ep, uint64_t e) {
     node& n = at(ep.node);
     if (!n.alive) return;
+    if (n.frozen) throw std::logic_error("epoch given to a stopped node");
+    if (!n.ctl) {  // rejoining: its next components start in the newest epoch it knows
+      n.known_epoch = std::max(n.known_epoch, e);
+      try_rejoin(n);
+      return;
+    }
     if (ep.dir) route(ep, n.dir->on_membership(epochs_.at(e)));
     else route(ep, n.ctl->on_membership(epochs_.at(e)));
   }
@@ -228,19 +266,89 @@ class cluster {
   void restart(const std::string& id, uint64_t e) {
     node& n = at(id);
     if (n.alive) throw std::logic_error("restart of a live node");
+    n.lease = std::make_unique<membership_lease>(  // a new process, its fences numbered on
+        membership_lease::config{n.id, 1, 0, n.lease->rejoin().incarnation + 1});
+    n.held.clear();
+    n.thinks_down.clear();
+    for (auto it = downed_.begin(); it != downed_.end();) it = it->first.node == id ? downed_.erase(it) : std::next(it);
     make_components(n, epochs_.at(e));
     n.alive = true;
     route({id, false}, n.ctl->start());
     route({id, true}, n.dir->start());
     for (auto& [other, o] : nodes_) {
-      if (!o.alive || other == id) continue;
-      route({other, true}, o.dir->on_node_up(id));
-      route({other, false}, o.ctl->on_node_up(id));
+      if (other == id || !o.alive) continue;
+      if (o.running()) node_up(o, id);
+      if (!o.frozen && !o.ctl) {  // rejoining: its link to `id` is back
+        o.thinks_down.erase(id);
+        // Its Rejoin goes there unless acknowledged already (by the old process, which
+        // forgot it; the new one never knew it).
+        if (!o.lease->acked(id)) notices_.emplace_back(other, id, o.lease->rejoin());
+      }
     }
   }
 
-  // Everything still to do: channels, memory, downs.
-  bool quiet() const { return nonempty_.empty() && mem_.empty() && downs_.empty(); }
+  // `id` stops (SIGSTOP) for long enough to be declared dead: it receives and does nothing
+  // until resume(); what it sent is on the wire and still arrives. Its memory operations
+  // in flight land now or never (`lands`; one not handed to Redis yet is dropped by the
+  // Redis pool for waiting too long). The components in `declare` (whose failure detector
+  // noticed) get node_down(id) once all messages from it to them arrived.
+  void freeze(const std::string& id, const std::vector<endpoint>& declare,
+              const std::function<bool(const memory_op&)>& lands) {
+    node& n = at(id);
+    if (!n.running()) throw std::logic_error("freeze of a node that is not running");
+    n.frozen = true;
+    for (size_t i = 0; i < mem_.size();) {
+      if (mem_[i].node == id) {
+        if (lands(mem_[i].op)) apply_memory(mem_[i].op);
+        mem_.erase(mem_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+    for (const auto& ep : declare) downs_.emplace_back(ep, id);
+    deliver_ready_downs();
+  }
+
+  // `id` runs again and notices the pause, as the cache service does on its first input:
+  // its components go without a word, its lease is fenced at the epoch it was in, it sends
+  // Rejoin to every peer, and it thinks every peer down until their link is back (their
+  // Rejoin-Ack). New components start when try_rejoin() finds the lease allows it.
+  void resume(const std::string& id) {
+    node& n = at(id);
+    if (!n.alive || !n.frozen) throw std::logic_error("resume of a node that is not stopped");
+    n.frozen = false;
+    if (n.ctl) {  // else stopped again while rejoining: a new incarnation ends all the same
+      n.known_epoch = std::max(n.ctl->epoch(), n.dir->epoch());
+      n.ctl.reset();
+      n.dir.reset();
+      n.mirror->clear();
+    }
+    n.lease->fence(n.known_epoch, 0);
+    n.held.clear();
+    for (bool a : {false, true})  // its messages to itself never left the process
+      for (bool b : {false, true}) {
+        const int c = index_of(channel_id{endpoint{id, a}, endpoint{id, b}});
+        chans_[c].clear();
+        unmark(c);
+      }
+    downs_.erase(std::remove_if(downs_.begin(), downs_.end(), [&](const auto& d) { return d.first.node == id; }),
+                 downs_.end());
+    for (auto it = downed_.begin(); it != downed_.end();) it = it->first.node == id ? downed_.erase(it) : std::next(it);
+    for (const auto& [other, o] : nodes_) {
+      if (other == id) continue;
+      n.thinks_down.insert(other);
+      if (o.alive) notices_.emplace_back(id, other, n.lease->rejoin());
+    }
+    deliver_ready_downs();
+  }
+  bool stopped(const std::string& id) const { return at_const(id).frozen; }
+  bool rejoining(const std::string& id) const {
+    const node& n = at_const(id);
+    return n.alive && !n.frozen && !n.ctl;
+  }
+
+  // Everything still to do: channels, memory, downs, Rejoins.
+  bool quiet() const { return nonempty_.empty() && mem_.empty() && downs_.empty() && notices_.empty(); }
 
   // Delivers and completes everything in a fixed order until quiet (scripts' "run").
   void run_to_quiet(size_t max_steps = 100000) {
@@ -276,6 +384,7 @@ class cluster {
   }
 
   void make_components(node& n, const membership& m) {
+    if (!n.lease) n.lease = std::make_unique<membership_lease>(membership_lease::config{n.id, 1, 0});
     controller::config cc;
     cc.self = n.id;
     cc.proto = opts_.proto;
@@ -351,25 +460,137 @@ class cluster {
   }
 
   // node_down(x) reaches a component only after everything x sent it.
+  // node_down(x) reaches a component only after everything x sent it (a stopped component
+  // gets it when it resumes; a rejoining node's next components learn who is dead then);
+  // so does x's Rejoin, after the downs.
   void deliver_ready_downs() {
-    for (bool again = !downs_.empty(); again;) {
+    auto drained = [&](const std::string& x, const std::string& to) {
+      for (bool a : {false, true})
+        for (bool b : {false, true})
+          if (!chans_[index_of(channel_id{endpoint{x, a}, endpoint{to, b}})].empty()) return false;
+      return true;
+    };
+    for (bool again = !downs_.empty() || !notices_.empty(); again;) {
       again = false;
       for (size_t i = 0; i < downs_.size(); ++i) {
         const auto [to, x] = downs_[i];
         bool pending = false;
         for (bool d : {false, true})
           if (!chans_[index_of(channel_id{endpoint{x, d}, to})].empty()) pending = true;
-        if (pending) continue;
-        downs_.erase(downs_.begin() + static_cast<long>(i));
         node& n = at(to.node);
-        if (n.alive) {
+        if (pending || (n.alive && n.frozen)) continue;
+        downs_.erase(downs_.begin() + static_cast<long>(i));
+        if (n.alive && n.ctl) {
+          downed_.insert({to, x});
           if (to.dir) route(to, n.dir->on_node_down(x));
           else route(to, n.ctl->on_node_down(x));
         }
         again = true;
         break;
       }
+      if (again) continue;
+      for (size_t i = 0; i < notices_.size(); ++i) {
+        const auto [x, to, r] = notices_[i];
+        node& o = at(to);
+        if (o.alive && (o.frozen || at(x).frozen || !drained(x, to))) continue;
+        notices_.erase(notices_.begin() + static_cast<long>(i));
+        if (o.alive && at(x).alive) handle_rejoin(at(x), o, r);
+        again = true;
+        break;
+      }
     }
+  }
+
+  void node_up(node& o, const std::string& x) {
+    for (bool d : {false, true}) downed_.erase({endpoint{o.id, d}, x});
+    route({o.id, true}, o.dir->on_node_up(x));
+    route({o.id, false}, o.ctl->on_node_up(x));
+  }
+
+  // x's Rejoin at o (cache service: on_rejoin_message): o's components that had not
+  // declared x dead forget it (node_down), the Ack goes back, then node_up.
+  void handle_rejoin(node& x, node& o, const rejoin_message& r) {
+    const uint64_t e = r.epoch;
+    const bool news = o.lease->on_rejoin(x.id, r);
+    if (news)  // what o holds for its own next components from x's old incarnation goes too
+      o.held.erase(std::remove_if(o.held.begin(), o.held.end(),
+                                  [&](const auto& h) { return h.first == x.id && h.second.epoch <= e; }),
+                   o.held.end());
+    if (o.ctl && news) {
+      for (bool d : {false, true}) {
+        endpoint ep{o.id, d};
+        if (downed_.count({ep, x.id})) continue;
+        if (d) route(ep, o.dir->on_node_down(x.id));
+        else route(ep, o.ctl->on_node_down(x.id));
+      }
+    }
+    if (!x.ctl && x.lease->fenced() && x.lease->rejoin().incarnation == r.incarnation) {
+      // x reads the Ack after everything o sent it before: those are screened as such now.
+      for (bool a : {false, true})
+        for (bool b : {false, true}) {
+          const int c = index_of(channel_id{endpoint{o.id, a}, endpoint{x.id, b}});
+          auto before = std::move(chans_[c]);
+          chans_[c].clear();
+          unmark(c);
+          for (auto& m : before) screen(x, o.id, m);
+        }
+      // The newest epoch o knows (its components may have been given different ones).
+      const uint64_t current = o.ctl ? std::max(o.ctl->epoch(), o.dir->epoch()) : o.known_epoch;
+      x.lease->on_ack(o.id, membership_lease::ack_for(r, current));
+      x.thinks_down.erase(o.id);  // its link is back
+    }
+    if (o.ctl) node_up(o, x.id);
+    try_rejoin(x);
+  }
+
+  // A message for a node without components, as its lease says (hold, refuse, drop).
+  void screen(node& x, const std::string& from, const message& m) {
+    switch (x.lease->screen(from, m)) {
+      case membership_lease::verdict::hold: x.held.emplace_back(from, m); return;
+      case membership_lease::verdict::refuse: {
+        effects fx;
+        fx.messages.push_back(envelope{from, *refusal(m)});
+        route({x.id, true}, std::move(fx));
+        return;
+      }
+      default: return;
+    }
+  }
+
+  // New components for a rejoining node once its lease allows it (cache service:
+  // try_rejoin), in the newest epoch it knows; the messages held for them come first.
+  void try_rejoin(node& x) {
+    if (!x.alive || x.frozen || x.ctl || !x.lease->fenced()) return;
+    std::vector<std::string> linked;
+    for (const auto& [id, o] : nodes_)
+      if (id != x.id && o.alive && !o.frozen && !x.thinks_down.count(id)) linked.push_back(id);
+    const membership& m = epochs_.at(x.known_epoch);
+    if (!x.lease->may_rejoin(x.known_epoch, m.members, linked, x.thinks_down, 0)) return;
+    x.lease->rejoined();
+    make_components(x, m);
+    route({x.id, false}, x.ctl->start());
+    route({x.id, true}, x.dir->start());
+    auto held = std::move(x.held);
+    x.held.clear();
+    for (auto& [from, msg] : held) {
+      if (for_directory(msg.kind)) route({x.id, true}, x.dir->on_message(from, msg));
+      else route({x.id, false}, x.ctl->on_message(from, msg));
+    }
+    for (const auto& [id, o] : nodes_) {
+      if (id == x.id || (o.alive && !x.thinks_down.count(id))) continue;
+      for (bool d : {false, true}) {
+        downed_.insert({endpoint{x.id, d}, id});
+        if (d) route({x.id, true}, x.dir->on_node_down(id));
+        else route({x.id, false}, x.ctl->on_node_down(id));
+      }
+    }
+    x.thinks_down.clear();
+  }
+
+  const node& at_const(const std::string& id) const {
+    auto it = nodes_.find(id);
+    if (it == nodes_.end()) throw std::runtime_error("no node " + id);
+    return it->second;
   }
 
   options opts_;
@@ -383,6 +604,9 @@ class cluster {
   std::vector<memory_request> mem_;
   std::map<std::string, std::string> memory_;
   std::vector<std::pair<endpoint, std::string>> downs_;  // (receiver, dead node)
+  std::set<std::pair<endpoint, std::string>> downed_;     // node_down delivered, no node_up since
+  // Rejoins on the way: (rejoining node, peer, Rejoin).
+  std::vector<std::tuple<std::string, std::string, rejoin_message>> notices_;
   std::vector<std::pair<std::string, completion>> completions_;
   uint64_t memory_writes_ = 0, memory_reads_ = 0, memory_erases_ = 0;
   uint64_t delivered_ = 0;
@@ -395,7 +619,7 @@ class cluster {
 // value. Returns a description of the difference, or "".
 inline std::string check_mirror(cluster& c, const std::string& key) {
   for (auto& [id, n] : c.nodes()) {
-    if (!n.alive) continue;
+    if (!n.running()) continue;  // a stopped node serves nothing (its lease ran out)
     const cache_state s = n.ctl->state(key);
     auto copy = n.mirror->peek(key);
     if (!readable(s)) {
@@ -425,7 +649,7 @@ inline std::string check_coherence(cluster& c, const std::string& key) {
   std::string seen_at;
   int writers = 0, owners = 0;
   for (auto& [id, n] : c.nodes()) {
-    if (!n.alive) continue;
+    if (!n.running()) continue;  // a stopped node serves nothing (its lease ran out)
     cache_state s = n.ctl->state(key);
     if (!readable(s)) continue;
     holders.emplace_back(id, s);
