@@ -25,6 +25,9 @@ namespace {
 
 using json = nlohmann::json;
 
+// JSON output. Keys, values and names are bytes to dsync: any that are not UTF-8 are replaced.
+std::string text(const json& j, int indent = -1) { return j.dump(indent, ' ', false, json::error_handler_t::replace); }
+
 struct context {
   std::string host = "127.0.0.1";
   uint16_t port = 5000;
@@ -107,9 +110,8 @@ std::string need_client(context& ctx) {
 
 void print_grant(context& ctx, const dsync::lock_grant& g) {
   if (ctx.as_json)
-    std::cout << json{{"lock", g.lock}, {"client", g.client}, {"mode", g.mode}, {"token", g.token},
-                      {"ttl_ms", g.ttl_ms}, {"expires_in_ms", g.expires_in_ms}}
-                   .dump()
+    std::cout << text(json{{"lock", g.lock}, {"client", g.client}, {"mode", g.mode}, {"token", g.token},
+                      {"ttl_ms", g.ttl_ms}, {"expires_in_ms", g.expires_in_ms}})
               << "\n";
   else
     std::cout << fmt::format("{} held by {} ({}) token {} expires in {} ms\n", g.lock, g.client, g.mode, g.token,
@@ -129,7 +131,7 @@ void register_commands() {
                    if (!args.empty()) return usage_error("health takes no arguments");
                    auto r = ctx.client->health();
                    if (!r) return call_failed(ctx, r.error());
-                   if (ctx.as_json) std::cout << json{{"node", r->node_id}, {"status", r->status}}.dump() << "\n";
+                   if (ctx.as_json) std::cout << text(json{{"node", r->node_id}, {"status", r->status}}) << "\n";
                    else std::cout << r->node_id << " " << r->status << "\n";
                    return 0;
                  }};
@@ -138,7 +140,7 @@ void register_commands() {
                    if (args.size() != 2) return usage_error("kv put needs KEY VALUE");
                    auto r = ctx.client->put(args[0], args[1]);
                    if (!r) return call_failed(ctx, r.error());
-                   if (ctx.as_json) std::cout << json{{"revision", *r}}.dump() << "\n";
+                   if (ctx.as_json) std::cout << text(json{{"revision", *r}}) << "\n";
                    else std::cout << "revision " << *r << "\n";
                    return 0;
                  }};
@@ -148,7 +150,7 @@ void register_commands() {
                    auto r = ctx.client->get(args[0], !ctx.stale);
                    if (!r) return call_failed(ctx, r.error());
                    if (ctx.as_json)
-                     std::cout << json{{"key", r->key}, {"value", r->value}, {"revision", r->revision}}.dump() << "\n";
+                     std::cout << text(json{{"key", r->key}, {"value", r->value}, {"revision", r->revision}}) << "\n";
                    else std::cout << r->value << "\n";
                    return 0;
                  }};
@@ -156,15 +158,14 @@ void register_commands() {
                    if (args.size() != 1) return usage_error("kv del needs KEY");
                    auto r = ctx.client->del(args[0]);
                    if (!r) return call_failed(ctx, r.error());
-                   if (ctx.as_json) std::cout << json{{"revision", *r}}.dump() << "\n";
+                   if (ctx.as_json) std::cout << text(json{{"revision", *r}}) << "\n";
                    else std::cout << "revision " << *r << "\n";
                    return 0;
                  }};
   auto print_group = [](context& ctx, const dsync::group_status& g) {
     if (ctx.as_json) {
-      std::cout << json{{"group", g.group}, {"leader", g.leader}, {"term", g.term}, {"voters", g.voters},
-                        {"learners", g.learners}}
-                     .dump()
+      std::cout << text(json{{"group", g.group}, {"leader", g.leader}, {"term", g.term}, {"voters", g.voters},
+                        {"learners", g.learners}})
                 << "\n";
       return;
     }
@@ -203,9 +204,8 @@ void register_commands() {
           members.push_back({{"node_id", m.node_id}, {"address", m.address}, {"state", m.state},
                              {"reason", m.reason}, {"since_ms", m.since_ms},
                              {"last_contact_ms", m.last_contact_ms}, {"http_port", m.http_port}});
-        std::cout << json{{"node", r->node_id}, {"cluster_id", r->cluster_id},
-                          {"leader", r->leader}, {"term", r->term}, {"members", members}}
-                       .dump()
+        std::cout << text(json{{"node", r->node_id}, {"cluster_id", r->cluster_id},
+                          {"leader", r->leader}, {"term", r->term}, {"members", members}})
                   << "\n";
         return 0;
       }
@@ -315,7 +315,7 @@ void register_lock_commands() {
                          if (client.empty()) return usage_error("lock release needs --client ID (or $DSYNC_CLIENT)");
                          auto r = ctx.client->release_lock(*name, client);
                          if (!r) return call_failed(ctx, r.error());
-                         if (ctx.as_json) std::cout << json{{"released", *r}, {"cancelled_wait", !*r}}.dump() << "\n";
+                         if (ctx.as_json) std::cout << text(json{{"released", *r}, {"cancelled_wait", !*r}}) << "\n";
                          else std::cout << (*r ? "released " : "stopped waiting for ") << *name << "\n";
                          return 0;
                        }};
@@ -345,9 +345,8 @@ void register_lock_commands() {
                           for (auto& w : r->waiters)
                             waiters.push_back({{"client", w.client}, {"mode", w.mode}, {"upgrade", w.upgrade},
                                                {"gives_up_in_ms", w.gives_up_in_ms}});
-                          std::cout << json{{"lock", r->lock}, {"mode", r->mode}, {"holders", holders},
-                                            {"waiters", waiters}}
-                                         .dump()
+                          std::cout << text(json{{"lock", r->lock}, {"mode", r->mode}, {"holders", holders},
+                                            {"waiters", waiters}})
                                     << "\n";
                           return 0;
                         }
@@ -387,10 +386,16 @@ void register_queue_commands() {
                      [](context& ctx, const std::vector<std::string>& args) {
                        if (args.size() != 2) return usage_error("queue push needs QUEUE PAYLOAD");
                        auto parsed = json::parse(args[1], nullptr, false);
-                       auto payload = parsed.is_discarded() ? json(args[1]).dump() : parsed.dump();
+                       std::string payload;
+                       try {
+                         // Text that is not JSON travels as a JSON string; it must be UTF-8 then.
+                         payload = parsed.is_discarded() ? json(args[1]).dump() : parsed.dump();
+                       } catch (const json::exception&) {
+                         return usage_error("queue push: PAYLOAD is neither JSON nor UTF-8 text");
+                       }
                        auto id = ctx.client->enqueue(args[0], payload);
                        if (!id) return call_failed(ctx, id.error());
-                       if (ctx.as_json) std::cout << json{{"id", *id}}.dump() << "\n";
+                       if (ctx.as_json) std::cout << text(json{{"id", *id}}) << "\n";
                        else std::cout << *id << "\n";
                        return 0;
                      }};
@@ -407,12 +412,12 @@ void register_queue_commands() {
                         out.push_back({{"id", m.id}, {"receipt", m.receipt}, {"payload", p.is_discarded() ? json(m.payload) : p},
                                        {"deliveries", m.deliveries}});
                       }
-                      if (ctx.as_json) std::cout << json{{"messages", out}}.dump() << "\n";
+                      if (ctx.as_json) std::cout << text(json{{"messages", out}}) << "\n";
                       else
                         for (auto& m : out)
                           std::cout << fmt::format("{} receipt {} deliveries {}: {}\n", m["id"].get<std::string>(),
                                                    m["receipt"].get<uint64_t>(), m["deliveries"].get<uint64_t>(),
-                                                   m["payload"].dump());
+                                                   text(m["payload"]));
                       return 0;
                     }};
   t["queue ack"] = {"queue ack QUEUE ID [RECEIPT]", "delete a delivered message",
@@ -422,7 +427,7 @@ void register_queue_commands() {
                         return usage_error("queue ack needs QUEUE ID [RECEIPT]");
                       auto r = ctx.client->acknowledge(args[0], args[1], *receipt);
                       if (!r) return call_failed(ctx, r.error());
-                      std::cout << (ctx.as_json ? json{{"acked", true}}.dump() : "acked " + args[1]) << "\n";
+                      std::cout << (ctx.as_json ? text(json{{"acked", true}}) : "acked " + args[1]) << "\n";
                       return 0;
                     }};
   t["queue nack"] = {"queue nack QUEUE ID [RECEIPT]", "hand a message back (--delay)",
@@ -432,7 +437,7 @@ void register_queue_commands() {
                          return usage_error("queue nack needs QUEUE ID [RECEIPT]");
                        auto dead = ctx.client->nack(args[0], args[1], *receipt, std::chrono::milliseconds(ctx.delay_ms));
                        if (!dead) return call_failed(ctx, dead.error());
-                       if (ctx.as_json) std::cout << json{{"requeued", !*dead}, {"dead_lettered", *dead}}.dump() << "\n";
+                       if (ctx.as_json) std::cout << text(json{{"requeued", !*dead}, {"dead_lettered", *dead}}) << "\n";
                        else std::cout << (*dead ? "dead-lettered " : "requeued ") << args[1] << "\n";
                        return 0;
                      }};
@@ -442,10 +447,9 @@ void register_queue_commands() {
                         auto q = ctx.client->queue_stats(args[0]);
                         if (!q) return call_failed(ctx, q.error());
                         if (ctx.as_json)
-                          std::cout << json{{"queue", q->queue}, {"exists", q->exists}, {"shard", q->shard},
+                          std::cout << text(json{{"queue", q->queue}, {"exists", q->exists}, {"shard", q->shard},
                                             {"ready", q->ready}, {"in_flight", q->in_flight}, {"delayed", q->delayed},
-                                            {"dead", q->dead}, {"max_deliveries", q->max_deliveries}}
-                                         .dump()
+                                            {"dead", q->dead}, {"max_deliveries", q->max_deliveries}})
                                     << "\n";
                         else
                           std::cout << fmt::format("{} (shard {}{}): ready {} in flight {} delayed {} dead {} "
@@ -463,7 +467,7 @@ void register_queue_commands() {
                       for (auto& m : page->messages)
                         out.push_back({{"id", m.id}, {"payload", m.payload}, {"deliveries", m.deliveries},
                                        {"reason", m.reason}, {"last_failure", m.last_failure}});
-                      if (ctx.as_json) std::cout << json{{"messages", out}, {"next_cursor", page->next_cursor}}.dump() << "\n";
+                      if (ctx.as_json) std::cout << text(json{{"messages", out}, {"next_cursor", page->next_cursor}}) << "\n";
                       else
                         for (auto& m : page->messages)
                           std::cout << fmt::format("{} deliveries {} {} ({}): {}\n", m.id, m.deliveries, m.reason,
@@ -475,7 +479,7 @@ void register_queue_commands() {
                           if (args.size() != 1) return usage_error("queue redrive needs QUEUE");
                           auto n = ctx.client->redrive(args[0], std::max<uint64_t>(ctx.max, 100));
                           if (!n) return call_failed(ctx, n.error());
-                          std::cout << (ctx.as_json ? json{{"redriven", *n}}.dump() : "redriven " + std::to_string(*n))
+                          std::cout << (ctx.as_json ? text(json{{"redriven", *n}}) : "redriven " + std::to_string(*n))
                                     << "\n";
                           return 0;
                         }};
@@ -484,7 +488,7 @@ void register_queue_commands() {
                          if (args.size() != 1) return usage_error("queue delete needs QUEUE");
                          auto n = ctx.client->delete_queue(args[0]);
                          if (!n) return call_failed(ctx, n.error());
-                         std::cout << (ctx.as_json ? json{{"deleted", true}, {"messages", *n}}.dump()
+                         std::cout << (ctx.as_json ? text(json{{"deleted", true}, {"messages", *n}})
                                                    : "deleted with " + std::to_string(*n) + " messages")
                                    << "\n";
                          return 0;
@@ -493,7 +497,7 @@ void register_queue_commands() {
                        if (!args.empty()) return usage_error("queue list takes no arguments");
                        auto names = ctx.client->list_queues();
                        if (!names) return call_failed(ctx, names.error());
-                       if (ctx.as_json) std::cout << json{{"queues", *names}}.dump() << "\n";
+                       if (ctx.as_json) std::cout << text(json{{"queues", *names}}) << "\n";
                        else
                          for (auto& n : *names) std::cout << n << "\n";
                        return 0;
@@ -507,7 +511,7 @@ void register_cache_commands() {
                       if (args.size() != 1) return usage_error("cache get needs KEY");
                       auto r = ctx.client->cache_get(args[0]);
                       if (!r) return call_failed(ctx, r.error());
-                      if (ctx.as_json) std::cout << json{{"key", r->key}, {"value", r->value}, {"state", r->state}}.dump() << "\n";
+                      if (ctx.as_json) std::cout << text(json{{"key", r->key}, {"value", r->value}, {"state", r->state}}) << "\n";
                       else std::cout << r->value << "  (" << r->state << ")\n";
                       return 0;
                     }};
@@ -516,7 +520,7 @@ void register_cache_commands() {
                       if (args.size() != 2) return usage_error("cache put needs KEY VALUE");
                       auto r = ctx.client->cache_put(args[0], args[1]);
                       if (!r) return call_failed(ctx, r.error());
-                      std::cout << (ctx.as_json ? json{{"ok", true}}.dump() : "ok") << "\n";
+                      std::cout << (ctx.as_json ? text(json{{"ok", true}}) : "ok") << "\n";
                       return 0;
                     }};
   t["cache del"] = {"cache del KEY", "delete everywhere, Redis included",
@@ -524,7 +528,7 @@ void register_cache_commands() {
                       if (args.size() != 1) return usage_error("cache del needs KEY");
                       auto r = ctx.client->cache_del(args[0]);
                       if (!r) return call_failed(ctx, r.error());
-                      std::cout << (ctx.as_json ? json{{"deleted", true}}.dump() : "deleted") << "\n";
+                      std::cout << (ctx.as_json ? text(json{{"deleted", true}}) : "deleted") << "\n";
                       return 0;
                     }};
   t["cache invalidate"] = {"cache invalidate KEY", "drop every cached copy (dirty data written back)",
@@ -532,7 +536,7 @@ void register_cache_commands() {
                              if (args.size() != 1) return usage_error("cache invalidate needs KEY");
                              auto r = ctx.client->invalidate(args[0]);
                              if (!r) return call_failed(ctx, r.error());
-                             std::cout << (ctx.as_json ? json{{"invalidated", true}}.dump() : "invalidated") << "\n";
+                             std::cout << (ctx.as_json ? text(json{{"invalidated", true}}) : "invalidated") << "\n";
                              return 0;
                            }};
   t["cache stats"] = {"cache stats", "this node's cache: lines by state, hits, misses, ...",
@@ -546,7 +550,7 @@ void register_cache_commands() {
                                  {"hits", r->hits}, {"misses", r->misses}, {"evictions", r->evictions},
                                  {"write_backs", r->write_backs}, {"invalidations", r->invalidations},
                                  {"memory_reads", r->memory_reads}, {"memory_writes", r->memory_writes}};
-                        std::cout << (ctx.as_json ? out.dump() : out.dump(2)) << "\n";
+                        std::cout << (ctx.as_json ? text(out) : text(out, 2)) << "\n";
                         return 0;
                       }};
 }

@@ -8,8 +8,9 @@ import json
 import os
 import random
 import socket
+import subprocess
 
-from harness import TMP_ROOT, Redis, http, run_tests, wait_until
+from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, run_tests, wait_until
 from test_cache import cache_cluster, serving
 
 FIELDS = ["client", "mode", "type", "wait_ms", "ttl_ms", "token", "value", "payload", "messages", "id",
@@ -111,5 +112,33 @@ def test_random_requests_never_break_a_node():
         assert http(c.nodes[2].http_port, "PUT", "/v1/cache/after-fuzz", body={"value": "v"})[0] == 200
 
 
+def ctl(node, *args):
+    out = subprocess.run([CTL_BIN.encode(), b"--node", node.address.encode(), b"--timeout", b"3000", *args],
+                         capture_output=True, timeout=30)
+    return out.returncode, out.stdout.decode("utf-8", "replace"), out.stderr.decode("utf-8", "replace")
+
+
+def test_names_that_are_not_utf8():
+    """Names and values are bytes to dsync's CAF API: ones that are not UTF-8 are listed over
+    HTTP and printed by dsyncctl --json with replacement characters, never a crash."""
+    with Cluster(3, "not-utf8", extra_env={"QUEUE_SHARDS": "2"}) as c:
+        c.start()
+        node = c.nodes[0]
+        wait_until(lambda: ctl(node, b"kv", b"put", b"k", b"v")[0] == 0, 15, "a leader")
+        rc, out, err = ctl(node, b"--client", b"c\xff", b"lock", b"acquire", b"L")
+        assert rc == 0, (rc, out, err)
+        status, body = http(node.http_port, "GET", "/v1/locks/L")
+        assert status == 200 and body["holders"][0]["client"] == "c\ufffd", (status, body)
+        rc, out, err = ctl(node, b"--json", b"lock", b"status", b"L")
+        assert rc == 0 and json.loads(out)["holders"][0]["client"] == "c\ufffd", (rc, out, err)
+        assert ctl(node, b"kv", b"put", b"key\xfe", b"value\xfe")[0] == 0
+        rc, out, err = ctl(node, b"--json", b"kv", b"get", b"key\xfe")
+        assert rc == 0 and json.loads(out)["value"] == "value\ufffd", (rc, out, err)
+        # A payload that is neither JSON nor UTF-8 is refused, not sent altered.
+        rc, out, err = ctl(node, b"queue", b"push", b"q", b"\xff")
+        assert rc == 2 and "neither JSON nor UTF-8" in err, (rc, out, err)
+        assert all(n.proc.poll() is None for n in c.nodes)
+
+
 if __name__ == "__main__":
-    run_tests([test_random_requests_never_break_a_node])
+    run_tests([test_random_requests_never_break_a_node, test_names_that_are_not_utf8])
