@@ -52,6 +52,16 @@ std::string lower(std::string s) {
   return s;
 }
 
+// Errors quote what was given: control characters in it must not break their one line.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
 std::string trim(const std::string& s) {
   auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";
@@ -389,8 +399,8 @@ bool same_address(const peer_address& a, const peer_address& b) {
 parse_result parse_launch(const std::vector<std::string>& args,
                           const std::map<std::string, std::string>& env, file_reader read_file) {
   parse_result result;
-  auto fail = [&](std::string msg) {
-    result.error = settings_error{std::move(msg)};
+  auto fail = [&](const std::string& msg) {
+    result.error = settings_error{printable(msg)};
     result.plan.reset();
     return result;
   };

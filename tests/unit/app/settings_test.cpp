@@ -162,6 +162,13 @@ TEST_CASE("cluster file errors name the file, the line and the member") {
                  "line 2: member node-1: 'nohostport' is not host:port"));
 }
 
+TEST_CASE("control characters that an error quotes are escaped: it stays one line") {
+  files["/cr.ini"] = "log-\rlevel = info\n";
+  CHECK(error_of({"--config-file=/cr.ini"}) ==
+        "config file /cr.ini line 1: unknown setting 'log-\\x0dlevel' (see --help for the list)");
+  CHECK(contains(error_of({"--redis-port=63\n79"}), "63\\x0a79: not a port number"));
+}
+
 TEST_CASE("config file syntax errors name the file and line") {
   files["/a.ini"] = "node-id = x\nbogus-key = 1\n";
   CHECK(error_of({"--config-file=/a.ini"}) ==
