@@ -75,6 +75,16 @@ def wait_until(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+def raw_http(port, data, timeout=15):
+    """Sends bytes on one connection and reads everything until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
 def http(port, method, path, body=None, raw=None, timeout=5):
     """(status, parsed JSON or text) of one request to 127.0.0.1:port."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)

@@ -7,10 +7,9 @@ extend a run."""
 import json
 import os
 import random
-import socket
 import subprocess
 
-from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, run_tests, wait_until
+from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, raw_http, run_tests, wait_until
 from test_cache import cache_cluster, serving
 
 FIELDS = ["client", "mode", "type", "wait_ms", "ttl_ms", "token", "value", "payload", "messages", "id",
@@ -55,16 +54,6 @@ def random_request(rng):
     return method, path, head.encode() + body
 
 
-def exchange(port, request):
-    """The whole answer to one request on its own connection (the node closes it)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data
-
-
 def check_answer(method, path, data):
     """What is wrong with the answer, or None."""
     head, _, body = data.partition(b"\r\n\r\n")
@@ -92,7 +81,7 @@ def test_random_requests_never_break_a_node():
         for i in range(count):
             method, path, request = random_request(rng)
             try:
-                problem = check_answer(method, path, exchange(rng.choice(c.nodes).http_port, request))
+                problem = check_answer(method, path, raw_http(rng.choice(c.nodes).http_port, request))
             except OSError as e:
                 problem = f"no answer: {e}"
             if problem:

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import time
 
-from harness import CTL_BIN, Cluster, http, run_tests, wait_until
+from harness import CTL_BIN, Cluster, http, raw_http, run_tests, wait_until
 
 PEER_ENV = {"PEER_PING_MS": "100", "PEER_SUSPECT_MS": "500", "PEER_DOWN_MS": "1500"}
 
@@ -94,16 +94,6 @@ def test_three_nodes_from_environment():
             assert n.terminate(timeout=10) == 0, n.log_tail()
             print(f"  {n.node_id} stopped by SIGTERM in {time.monotonic() - t0:.3f}s")
             assert "stopped" in n.log_tail(3)
-
-
-def raw_http(port, data):
-    """Sends bytes on one connection and reads everything until the server closes it."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
 
 
 def test_metrics_and_http_errors():
