@@ -80,6 +80,14 @@ struct service_state {
   // This node's lease (protocols/cache/lease.hpp), and the timing derived from the peers'
   // failure detector: the tick, and how long the read fast path runs on after a tick.
   std::optional<cache::membership_lease> lease;
+  // Partitions (lease.hpp, read_lease): round trips with the peers that could declare this
+  // node dead; cached copies are served only while they are recent. `boot` names this
+  // process in its Probes; Echo(dead) of a Probe sent before `fenced_at_ms` is ignored.
+  std::optional<cache::read_lease> reads;
+  uint64_t boot = 0;
+  uint64_t fenced_at_ms = 0;
+  // Peers this node declared dead (when) since its last round trip with them.
+  std::map<std::string, uint64_t> declared_dead;
   steady::duration tick_interval = max_tick_interval;
   steady::duration mirror_lease = 1s;
   // Bumped when the components are replaced: answers for the old ones are ignored.
@@ -183,10 +191,20 @@ void issue_memory(self_ptr self, uint8_t source, uint64_t id) {
   }
 }
 
+bool may_serve_reads(self_ptr self);
+
 void finish(self_ptr self, cache::completion& c) {
   auto& st = self->state;
   auto r = st.requests.find(c.request);
   if (r == st.requests.end()) return;
+  // A read is answered from this node's lines (a hit) or from its own directory, both of
+  // which are stale once a peer may have declared this node dead: no value without the
+  // read lease, whatever the completion holds.
+  if (c.kind == cache::op_kind::get && c.result != cache::status::error && !may_serve_reads(self)) {
+    c.result = cache::status::error;
+    c.val.reset();
+    c.error = "cut_off";
+  }
   auto req = std::move(r->second);
   st.requests.erase(r);
   auto seconds = std::chrono::duration<double>(steady::now() - req.since).count();
@@ -313,6 +331,43 @@ std::vector<std::string> linked_peers(self_ptr self) {
   return out;
 }
 
+// The peers that could declare this node dead and act for it: the members of the current
+// epoch (also those it thinks down: they may be cut off and think the same of it, until an
+// epoch without them is committed) and every peer it is linked to (a home in a coming
+// epoch). Reads are served only after a recent round trip with each (read_lease).
+std::vector<std::string> lease_peers(self_ptr self) {
+  auto& st = self->state;
+  std::set<std::string> out(st.members.begin(), st.members.end());
+  for (auto& p : linked_peers(self)) out.insert(p);
+  out.erase(st.settings.self);
+  return {out.begin(), out.end()};
+}
+
+bool may_serve_reads(self_ptr self) {
+  auto& st = self->state;
+  return st.reads->may_serve(lease_peers(self), now_ms());
+}
+
+// The read fast path serves while this node keeps ticking (its pause lease) and while its
+// read lease lasts; recomputed on every tick, Echo and change of members or links.
+void refresh_live(self_ptr self) {
+  auto& st = self->state;
+  auto until = steady::now() + st.mirror_lease;
+  const uint64_t reads_until = st.reads->serving_until(lease_peers(self));
+  if (reads_until != UINT64_MAX)
+    until = std::min(until, steady::time_point{std::chrono::duration_cast<steady::duration>(
+                              std::chrono::milliseconds{reads_until})});
+  st.mirror->live_until(until);
+}
+
+// Probe to every lease peer (not while one is queued for it: the link will take it).
+void send_probes(self_ptr self) {
+  auto& st = self->state;
+  auto bytes = cache::encode_probe(cache::probe_message{false, false, now_ms(), st.boot});
+  for (auto& peer : lease_peers(self))
+    if (!st.outbox.count(peer)) send_remote(self, peer, bytes);
+}
+
 std::set<std::string> down_peers(self_ptr self) {
   std::set<std::string> out;
   for (auto& [node, state] : self->state.peer_state)
@@ -345,13 +400,21 @@ void try_rejoin(self_ptr self) {
 // peers may have acted for it since, so what its components hold may be stale and what
 // they would still send or write older than what happened meanwhile. They go without a
 // word, and the node rejoins as a new incarnation in a newer epoch (protocols/cache/lease.hpp).
-void fence(self_ptr self, uint64_t gap_ms) {
+void fence(self_ptr self, uint64_t gap_ms, const std::string& by = {}) {
   auto& st = self->state;
-  log::warn("cache", "this node was unresponsive for {} ms and may have been declared dead: dropping its cache, "
-            "rejoining in an epoch after {}", gap_ms, st.epoch);
+  if (by.empty())
+    log::warn("cache", "this node was unresponsive for {} ms and may have been declared dead: dropping its cache, "
+              "rejoining in an epoch after {}", gap_ms, st.epoch);
+  else
+    log::warn("cache", "{} declared this node dead (cut off from it): dropping its cache, rejoining in an epoch "
+              "after {}", by, st.epoch);
   drop_components(self);
   st.outbox.clear();  // the old components' messages
   st.local.clear();   // held for the next components: the peers may forget this node again
+  st.fenced_at_ms = now_ms();
+  st.reads->forget_all();
+  st.declared_dead.clear();
+  refresh_live(self);
   st.lease->fence(st.epoch, now_ms());
   st.rejoin_after = std::max(st.rejoin_after, st.epoch);
   send_rejoin(self);
@@ -366,6 +429,24 @@ void awake(self_ptr self) {
   if (st.lease->on_input(now) && (st.ctrl || st.lease->fenced())) fence(self, now - last);
 }
 
+// Probe and Echo (lease.hpp, read_lease), in order with the coherence messages.
+void on_probe_message(self_ptr self, const std::string& from, const cache::probe_message& m) {
+  auto& st = self->state;
+  if (!m.echo) return send_remote(self, from, cache::encode_probe(st.reads->answer(from, m)));
+  if (m.boot != st.boot || m.stamp < st.fenced_at_ms) return;  // for an incarnation that is over
+  if (m.dead) {
+    // Both sides declared each other dead and this one moved on without the peer: nothing
+    // here depends on it any more; the peer fences on this node's Echo(dead) instead.
+    if (st.declared_dead.count(from) && !std::count(st.members.begin(), st.members.end(), from)) return;
+    return fence(self, 0, from);
+  }
+  // An Echo of a Probe sent before the declaration (held up in the link) changes nothing.
+  if (auto d = st.declared_dead.find(from); d != st.declared_dead.end() && m.stamp >= d->second)
+    st.declared_dead.erase(d);
+  st.reads->on_echo(from, m.stamp);
+  refresh_live(self);
+}
+
 // Rejoin and Rejoin-Ack (lease.hpp), in order with the coherence messages from `from`.
 void on_rejoin_message(self_ptr self, const std::string& from, const cache::rejoin_message& r) {
   auto& st = self->state;
@@ -378,6 +459,7 @@ void on_rejoin_message(self_ptr self, const std::string& from, const cache::rejo
   const bool forget = news && st.ctrl && st.peer_state[from] != "down";
   if (news) {
     log::info("cache", "{} rejoins after a pause: forgetting its cache of epochs up to {}", from, r.epoch);
+    st.reads->rejoined(from);
     st.local.erase(std::remove_if(st.local.begin(), st.local.end(),
                                   [&](const auto& l) { return l.first == from && l.second.epoch <= r.epoch; }),
                    st.local.end());
@@ -401,6 +483,7 @@ void on_members(self_ptr self, uint64_t epoch, std::vector<std::string>& members
   st.epoch = epoch;
   st.members = members;
   log::info("cache", "directory epoch {}: homes {}", epoch, fmt::join(members, ","));
+  refresh_live(self);
   if (st.lease->fenced()) return try_rejoin(self);
   if (!st.ctrl) return start_components(self);
   apply(self, st.ctrl->on_membership(membership_of(epoch, members)), component::controller);
@@ -414,6 +497,11 @@ void on_peer(self_ptr self, const member_status& m) {
   auto was_down = prev == "down";
   prev = m.state;
   if (m.state == "down" && !was_down) {
+    // Only components act on a death (a fenced node has none: its declaration is moot).
+    if (st.ctrl) {
+      st.reads->declared_dead(m.node_id);
+      st.declared_dead[m.node_id] = now_ms();
+    }
     st.apis.erase(m.node_id);
     st.outbox.erase(m.node_id);
     if (st.ctrl) {
@@ -430,6 +518,8 @@ void on_peer(self_ptr self, const member_status& m) {
       apply(self, st.dir->on_node_up(m.node_id), component::directory);
     }
   }
+  if (m.state == "alive" || m.state == "suspected") send_probes(self);
+  refresh_live(self);
   if (st.lease->fenced()) {
     send_rejoin(self);
     try_rejoin(self);
@@ -505,7 +595,9 @@ void on_tick(self_ptr self) {
   auto& st = self->state;
   // The read fast path serves only while this node keeps ticking (awake() ran just now);
   // a pause longer than the lease ends it before anyone may have declared the node dead.
-  st.mirror->live_until(steady::now() + st.mirror_lease);
+  // And only while its round trips with its peers are recent (a partition).
+  send_probes(self);
+  refresh_live(self);
   if (st.lease->fenced()) {
     send_rejoin(self);
     try_rejoin(self);
@@ -539,6 +631,9 @@ void submit(self_ptr self, cache::op_kind kind, const std::string& key, const st
 caf::error failure(self_ptr self, const cache::completion& c) {
   if (c.error == "not_serving")
     return make_error(errc::unavailable, "the cache is not serving yet: waiting for the cluster's cache membership");
+  if (c.error == "cut_off")
+    return make_error(errc::unavailable, "this node has had no recent round trip with every peer of the cache "
+                                         "(cut off?); it serves no cached copy until contact or a new membership");
   if (c.error == "rejoining")
     return make_error(errc::unavailable, "this node was unresponsive long enough to be declared dead and is rejoining "
                                          "the cache; retry shortly");
@@ -611,6 +706,11 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
                                                    std::chrono::system_clock::now().time_since_epoch())
                                                    .count());
     st.lease.emplace(lc, now_ms());
+    // Peers may declare this node dead down_ms after their last answer from it, which may
+    // be one ping interval older than its last round trip with them: it serves reads for
+    // half of that after a round trip (the other half is the margin), as its fast path.
+    st.reads.emplace(static_cast<uint64_t>(limit.count()) / 2);
+    st.boot = lc.first_incarnation;
     self->send(links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
     self->delayed_send(self, st.tick_interval, cache_tick_atom::value);
     return {
@@ -675,6 +775,7 @@ cache_service_actor spawn_cache_service(caf::actor_system& sys, cache_service_se
         awake(self);
         auto& st = self->state;
         if (cache::rejoin_message r; cache::decode_rejoin(bytes, r)) return on_rejoin_message(self, from, r);
+        if (cache::probe_message p; cache::decode_probe(bytes, p)) return on_probe_message(self, from, p);
         cache::message m;
         if (!cache::decode(bytes, m)) {
           log::warn("cache", "dropping a malformed coherence message from {}", from);

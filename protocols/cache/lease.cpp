@@ -111,4 +111,64 @@ bool membership_lease::on_rejoin(const std::string& node, const rejoin_message& 
   return true;
 }
 
+// --- read lease -------------------------------------------------------------------------
+
+std::string encode_probe(const probe_message& m) {
+  std::string out;
+  codec::put_u8(out, m.echo ? 'E' : 'P');
+  codec::put_u8(out, m.dead ? 1 : 0);
+  codec::put_u64(out, m.stamp);
+  codec::put_u64(out, m.boot);
+  return out;
+}
+
+bool decode_probe(std::string_view bytes, probe_message& out) {
+  codec::reader r{bytes};
+  uint8_t tag = 0, dead = 0;
+  if (!r.get_u8(tag) || (tag != 'P' && tag != 'E') || !r.get_u8(dead) || dead > 1 || (tag == 'P' && dead) ||
+      !r.get_u64(out.stamp) || !r.get_u64(out.boot) || !r.at_end())
+    return false;
+  out.echo = tag == 'E';
+  out.dead = dead == 1;
+  return true;
+}
+
+void read_lease::on_echo(const std::string& peer, uint64_t stamp) {
+  auto& last = last_[peer];
+  last = std::max(last, stamp);
+}
+
+uint64_t read_lease::last_round_trip(const std::string& peer) const {
+  auto it = last_.find(peer);
+  return it == last_.end() ? 0 : it->second;
+}
+
+uint64_t read_lease::serving_until(const std::vector<std::string>& peers) const {
+  uint64_t until = UINT64_MAX;
+  for (const auto& p : peers) {
+    auto it = last_.find(p);
+    if (it == last_.end()) return 0;
+    until = std::min(until, it->second + limit_);
+  }
+  return until;
+}
+
+probe_message read_lease::answer(const std::string& node, const probe_message& probe) {
+  boot_[node] = std::max(boot_[node], probe.boot);
+  return {true, thinks_dead(node, probe.boot), probe.stamp, probe.boot};
+}
+
+void read_lease::declared_dead(const std::string& node) {
+  // Never probed by it: every boot it may have had is dead (a restarted process, whose
+  // boot is newer than any seen, fences once more than it needs to).
+  auto it = boot_.find(node);
+  auto& dead = dead_boot_[node];
+  dead = std::max(dead, it == boot_.end() ? UINT64_MAX : it->second);
+}
+
+bool read_lease::thinks_dead(const std::string& node, uint64_t boot) const {
+  auto it = dead_boot_.find(node);
+  return it != dead_boot_.end() && boot <= it->second;
+}
+
 }  // namespace dsync::cache

@@ -133,4 +133,82 @@ class membership_lease {
   std::map<std::string, uint64_t> rejoined_;  // peer -> last incarnation handled
 };
 
+// --- Partitions: the read lease ----------------------------------------------------------
+//
+// A node that keeps running but is cut off from its peers (a partition, also a one-way one
+// where it still receives but nothing it sends arrives) is declared dead by them as a
+// stopped one is, while its own inputs never stop: membership_lease does not see it. So a
+// node serves a cached copy only while it has had a ROUND TRIP with every peer that could
+// declare it dead and act for it (the members of the current epoch and every peer it is
+// linked to) recently enough that none of them can have done so yet:
+//
+//   - Probe(stamp, boot) to every such peer on every tick; the peer answers Echo with the
+//     same stamp (the sender's monotonic clock when it sent it). An Echo proves the peer
+//     received this node's message at or after `stamp`, and that its answer came back: a
+//     round trip, made of answers to what THIS node sent, never of what it receives (a
+//     one-way partition lets the peer's pings in while every answer is lost).
+//   - A peer declares the node dead after down_ms without an answer to its own pings,
+//     counted from the last answer, which may be one ping interval older than the last
+//     round trip: not before stamp + down_ms - ping_ms. The node serves reads only until
+//     stamp + read_limit_ms for the oldest of the latest stamps of those peers; the caller
+//     sets read_limit_ms to half of down_ms - ping_ms (the other half is the margin for
+//     delivery and scheduling). A peer without a round trip yet: no reads.
+//   - A peer that declared the node dead answers its Probes (of the same boot) with
+//     Echo(dead) until it handles a Rejoin from it: the node then fences as after a pause
+//     (its lines were reverted, invalidations acknowledged in its name), whatever its own
+//     failure detector thinks. Echo(dead) of a probe sent before the node's last fence is
+//     about the incarnation that is already over, and is ignored. So is one from a peer the
+//     node itself declared dead since their last round trip and that is no member of its
+//     epoch: both forgot each other, and the node's side moved on without that peer (the
+//     peer fences instead, on the node's Echo(dead), which clears its own marks).
+struct probe_message {
+  bool echo = false;
+  bool dead = false;    // Echo: the answering peer declared the sender dead (same boot)
+  uint64_t stamp = 0;   // the sender's monotonic ms when it sent the Probe
+  uint64_t boot = 0;    // the sender's process (its first incarnation number)
+};
+std::string encode_probe(const probe_message& m);
+// False for anything else (a coherence message or a rejoin message included).
+bool decode_probe(std::string_view bytes, probe_message& out);
+
+class read_lease {
+ public:
+  explicit read_lease(uint64_t read_limit_ms) : limit_(read_limit_ms) {}
+
+  // --- this node's side ---
+  // An Echo from `peer` (not dead): a round trip that began at m.stamp.
+  void on_echo(const std::string& peer, uint64_t stamp);
+  uint64_t last_round_trip(const std::string& peer) const;  // 0 if none
+  // Until when (ms, exclusive) this node may serve cached copies, given the peers that
+  // could declare it dead: 0 if one of them has no round trip. UINT64_MAX if there are none.
+  uint64_t serving_until(const std::vector<std::string>& peers) const;
+  bool may_serve(const std::vector<std::string>& peers, uint64_t now_ms) const {
+    return now_ms < serving_until(peers);
+  }
+  // The node fenced: its round trips were about the incarnation that ended, and so were its
+  // declarations of peers' deaths (its components that acted on them are gone).
+  void forget_all() {
+    last_.clear();
+    dead_boot_.clear();
+  }
+  uint64_t read_limit_ms() const { return limit_; }
+
+  // --- a peer's side ---
+  // The Echo to answer `node`'s Probe with (dead if this node declared that boot dead).
+  probe_message answer(const std::string& node, const probe_message& probe);
+  // This node declared `node` dead (its failure detector, or its link closed): Probes of
+  // the last boot seen from it, or older, are answered dead until it rejoins (every boot if
+  // none was seen). Boots grow across restarts of a node.
+  void declared_dead(const std::string& node);
+  // A Rejoin of `node` was handled here: it forgot its old incarnation.
+  void rejoined(const std::string& node) { dead_boot_.erase(node); }
+  bool thinks_dead(const std::string& node, uint64_t boot) const;
+
+ private:
+  uint64_t limit_;
+  std::map<std::string, uint64_t> last_;       // peer -> newest stamp echoed (alive)
+  std::map<std::string, uint64_t> boot_;       // node -> the boot of its last Probe
+  std::map<std::string, uint64_t> dead_boot_;  // node -> the boot declared dead
+};
+
 }  // namespace dsync::cache

@@ -8,14 +8,14 @@ import signal
 import threading
 import time
 
-from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, run_tests, wait_until
+from harness import CTL_BIN, TMP_ROOT, Cluster, Partition, Redis, http, run_tests, wait_until
 from test_raft import FAST, agreed_leader
 
 
-def cache_cluster(name, redis, protocol="MESI", **env):
+def cache_cluster(name, redis, protocol="MESI", distinct_uids=False, **env):
     extra = dict(FAST, QUEUE_SHARDS="1", REDIS_PORT=str(redis.port), CACHE_COHERENCE_PROTOCOL=protocol)
     extra.update(env)
-    return Cluster(3, name, extra_env=extra)
+    return Cluster(3, name, extra_env=extra, distinct_uids=distinct_uids)
 
 
 def serving(c):
@@ -149,6 +149,88 @@ def test_frozen_node_serves_no_stale_value():
                 assert get(n, "f")[1]["value"] == "new", (protocol, n.node_id)
 
 
+class OneWayPartition(Partition):
+    """The node still receives everything, but nothing it sends arrives (its answers, its
+    pings, its TCP acknowledgements), except on its HTTP port: iptables' owner match on
+    the packets of the node's sockets."""
+
+    def isolate(self):
+        n = self.node
+        assert n.uid is not None, "start the cluster with distinct_uids=True"
+        self._ipt("-N", self.chain)
+        self.active = True
+        self._ipt("-I", "OUTPUT", "-j", self.chain)
+        self._ipt("-A", self.chain, "-p", "tcp", "-m", "owner", "--uid-owner", str(n.uid), "-m", "multiport", "!",
+                  "--sports", str(n.http_port), "-j", "DROP")
+
+
+def test_cut_off_node_serves_no_stale_value():
+    """A node that keeps running but is cut off from its peers (both ways, or one way: it
+    still receives but nothing it sends arrives) must not answer reads from its lines once
+    its peers may have declared it dead and written the keys without it. It reads its keys
+    in a loop the whole time (before and after the others declare it down, and across the
+    healing); no read that began after a write completed may return the older value, and
+    after healing every node serves the new values."""
+    import os
+    if os.geteuid() != 0:
+        print("  skipped: needs root (iptables)")
+        return
+    keys = [f"cut{i:02}" for i in range(12)]  # some are homed on the cut-off node
+    for protocol, cut in (("MESI", Partition), ("MOESI", OneWayPartition)):
+        with Redis(TMP_ROOT) as redis, cache_cluster(f"cache-cut-{protocol}", redis, protocol,
+                                                     distinct_uids=True) as c:
+            serving(c)
+            a, b, d = c.nodes
+            for k in keys:
+                assert put(a, k, "old")[0] == 200
+                for _ in range(2):  # d holds the line; the second read is a hit
+                    s, body = get(d, k)
+                    assert s == 200 and body["value"] == "old", (protocol, k, s, body)
+            done_at = {}  # key -> monotonic time its new value was acknowledged
+            reads = []    # (start, key, status, value)
+            stop = threading.Event()
+
+            def reader(k):  # one per key: a read waiting for a home that is away blocks only its key
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    try:
+                        s, body = http(d.http_port, "GET", f"/v1/cache/{k}", timeout=8)
+                    except OSError as e:
+                        s, body = 0, str(e)
+                    value = body.get("value") if s == 200 and isinstance(body, dict) else None
+                    reads.append((t0, k, s, value))
+                    time.sleep(0.02)
+
+            threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in keys]
+            for t in threads:
+                t.start()
+            try:
+                with cut(d):
+                    t_cut = time.monotonic()
+                    for k in keys:  # completes once the others declared d dead
+                        wait_until(lambda: put(a if k < "cut06" else b, k, "new")[0] == 200, 20,
+                                   f"the write of {k} on the majority side", interval=0.1)
+                        done_at[k] = time.monotonic()
+                    time.sleep(2.0)  # d keeps being read after the others moved on
+                # Healed: d comes back (it may rejoin); every node serves the new values.
+                for n in c.nodes:
+                    for k in keys:
+                        wait_until(lambda: get(n, k)[0] == 200 and get(n, k)[1]["value"] == "new", 30,
+                                   f"{n.node_id} to serve the new value of {k} after healing", interval=0.1)
+                time.sleep(1.0)
+            finally:
+                stop.set()
+                for t in threads:
+                    t.join(15)
+            stale = [(round(t - t_cut, 3), k, s, v) for t, k, s, v in reads
+                     if v == "old" and k in done_at and t >= done_at[k]]
+            during = [r for r in reads if r[0] >= t_cut]
+            print(f"  {protocol} ({cut.__name__}): {len(during)} reads of the cut-off node after the cut, "
+                  f"{sum(1 for r in during if r[2] == 200)} answered, {len(stale)} stale")
+            assert not stale, f"{protocol}: the cut-off node answered the old value after the write: {stale[:5]}"
+            assert any(r[2] == 200 and r[3] == "new" for r in reads if r[0] >= max(done_at.values())), protocol
+
+
 def get_slow(node, key):
     """A read that may wait for a node that is stopped."""
     return http(node.http_port, "GET", f"/v1/cache/{key}", timeout=20)
@@ -273,6 +355,7 @@ def test_dsyncctl_cache_commands():
 if __name__ == "__main__":
     run_tests([test_states_across_nodes_for_each_protocol, test_eviction_writes_back_and_delete_and_invalidate,
                test_node_killed_while_owning_a_dirty_line, test_frozen_node_serves_no_stale_value,
+               test_cut_off_node_serves_no_stale_value,
                test_redis_away_and_back, test_bad_input,
                test_concurrent_history_has_no_stale_reads, test_write_then_read_elsewhere_never_stale,
                test_dsyncctl_cache_commands])

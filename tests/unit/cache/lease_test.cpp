@@ -196,3 +196,94 @@ TEST_CASE("directory: the refusal of a message of an epoch it no longer serves")
                  msg_kind::flushed, msg_kind::data, msg_kind::inv})
     CHECK_FALSE(refusal(msg(k, 3)));
 }
+
+// --- read lease (partitions) -------------------------------------------------------------
+
+TEST_CASE("read lease: Probe and Echo round trip; anything else is refused") {
+  for (bool echo : {false, true})
+    for (bool dead : {false, true}) {
+      if (!echo && dead) continue;
+      probe_message out;
+      REQUIRE(decode_probe(encode_probe({echo, dead, 123456789, 1700000000123ull}), out));
+      CHECK(out.echo == echo);
+      CHECK(out.dead == dead);
+      CHECK(out.stamp == 123456789);
+      CHECK(out.boot == 1700000000123ull);
+    }
+  probe_message out;
+  auto bytes = encode_probe({true, false, 5, 6});
+  CHECK(bytes.size() == 18);
+  CHECK_FALSE(decode_probe(bytes.substr(0, 17), out));
+  CHECK_FALSE(decode_probe(bytes + "x", out));
+  CHECK_FALSE(decode_probe("", out));
+  auto bad = bytes;
+  bad[1] = 2;
+  CHECK_FALSE(decode_probe(bad, out));
+  auto dead_probe = encode_probe({false, false, 5, 6});
+  dead_probe[1] = 1;  // a Probe is never "dead"
+  CHECK_FALSE(decode_probe(dead_probe, out));
+  // Not a coherence message nor a Rejoin, and neither of those is a Probe.
+  message m;
+  rejoin_message r;
+  CHECK_FALSE(decode(bytes, m));
+  CHECK_FALSE(decode_rejoin(bytes, r));
+  CHECK_FALSE(decode_probe(encode(msg(msg_kind::flushed, 7)), out));
+  CHECK_FALSE(decode_probe(encode_rejoin({false, 7, 8, 0}), out));
+}
+
+TEST_CASE("read lease: reads only while every peer that could declare the node dead answered recently") {
+  read_lease l(700);
+  const std::vector<std::string> peers{"n2", "n3"};
+  CHECK(l.serving_until({}) == UINT64_MAX);  // alone: nobody can declare it dead
+  CHECK(l.serving_until(peers) == 0);        // no round trip yet: no reads
+  CHECK_FALSE(l.may_serve(peers, 1000));
+  l.on_echo("n2", 1000);
+  CHECK_FALSE(l.may_serve(peers, 1001));  // n3 never answered
+  l.on_echo("n3", 1200);
+  CHECK(l.serving_until(peers) == 1700);  // the oldest round trip bounds it
+  CHECK(l.may_serve(peers, 1699));
+  CHECK_FALSE(l.may_serve(peers, 1700));
+  // A late Echo of an older Probe moves nothing back; a newer one moves it on.
+  l.on_echo("n2", 900);
+  CHECK(l.last_round_trip("n2") == 1000);
+  l.on_echo("n2", 1500);
+  CHECK(l.serving_until(peers) == 1900);
+  // A peer cut off (no Echo any more, whatever this node still receives from it): the
+  // lease runs out read_limit_ms after the last Probe it answered, however long the node
+  // keeps running.
+  l.on_echo("n3", 1900);
+  CHECK(l.may_serve(peers, 2199));
+  CHECK_FALSE(l.may_serve(peers, 2200));
+  CHECK_FALSE(l.may_serve(peers, 100000));
+  // Without that peer among those that matter (an epoch without it), reads come back.
+  CHECK(l.may_serve({"n3"}, 2500));
+  // A fence forgets every round trip.
+  l.forget_all();
+  CHECK_FALSE(l.may_serve({"n3"}, 2500));
+}
+
+TEST_CASE("read lease: a peer answers Echo(dead) to the boot it declared dead until that node rejoins") {
+  read_lease peer(700);
+  probe_message p{false, false, 50, 111};
+  auto e = peer.answer("n1", p);
+  CHECK(e.echo);
+  CHECK_FALSE(e.dead);
+  CHECK(e.stamp == 50);
+  CHECK(e.boot == 111);
+  peer.declared_dead("n1");
+  CHECK(peer.answer("n1", {false, false, 60, 111}).dead);
+  // A restarted n1 (a newer boot) is another process: it was never declared dead.
+  CHECK_FALSE(peer.answer("n1", {false, false, 70, 222}).dead);
+  // Its Rejoin clears the mark.
+  peer.declared_dead("n1");
+  CHECK(peer.answer("n1", {false, false, 80, 222}).dead);
+  peer.rejoined("n1");
+  CHECK_FALSE(peer.answer("n1", {false, false, 90, 222}).dead);
+  // Declared dead before any Probe from it: every boot it may have had counts as dead.
+  peer.declared_dead("n4");
+  CHECK(peer.answer("n4", {false, false, 1, 5}).dead);
+  CHECK(peer.thinks_dead("n4", 999999));
+  // A fence of the peer itself forgets its declarations (its components are gone).
+  peer.forget_all();
+  CHECK_FALSE(peer.answer("n4", {false, false, 2, 5}).dead);
+}
