@@ -225,6 +225,18 @@ class cluster {
     else route(ep, n.ctl->on_membership(epochs_.at(e)));
   }
 
+  // The memory operations in flight of a node that dies or stops: each lands now or never.
+  void settle_memory_of(const std::string& id, const std::function<bool(const memory_op&)>& lands) {
+    for (size_t i = 0; i < mem_.size();) {
+      if (mem_[i].node == id) {
+        if (lands(mem_[i].op)) apply_memory(mem_[i].op);
+        mem_.erase(mem_.begin() + static_cast<long>(i));
+      } else {
+        ++i;
+      }
+    }
+  }
+
   // `id` dies. Of each channel from it, the last `lost(channel)` messages are lost (in
   // flight in its send buffers); channels to it are emptied; each of its memory
   // operations in flight lands or not as `lands(op)` says. Every live component gets
@@ -244,14 +256,7 @@ class cluster {
       }
       if (q.empty()) unmark(c);
     }
-    for (size_t i = 0; i < mem_.size();) {
-      if (mem_[i].node == id) {
-        if (lands(mem_[i].op)) apply_memory(mem_[i].op);
-        mem_.erase(mem_.begin() + static_cast<long>(i));
-      } else {
-        ++i;
-      }
-    }
+    settle_memory_of(id, lands);
     for (const auto& [other, o] : nodes_) {
       if (other == id || !o.alive) continue;
       downs_.emplace_back(endpoint{other, false}, id);
@@ -297,14 +302,7 @@ class cluster {
     node& n = at(id);
     if (!n.running()) throw std::logic_error("freeze of a node that is not running");
     n.frozen = true;
-    for (size_t i = 0; i < mem_.size();) {
-      if (mem_[i].node == id) {
-        if (lands(mem_[i].op)) apply_memory(mem_[i].op);
-        mem_.erase(mem_.begin() + static_cast<long>(i));
-      } else {
-        ++i;
-      }
-    }
+    settle_memory_of(id, lands);
     for (const auto& ep : declare) downs_.emplace_back(ep, id);
     deliver_ready_downs();
   }
