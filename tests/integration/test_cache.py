@@ -146,7 +146,10 @@ def test_frozen_node_serves_no_stale_value():
             s, body = get(b, "f")
             assert body["value"] == "new", (protocol, s, body)
             for n in (a, d):
-                assert get(n, "f")[1]["value"] == "new", (protocol, n.node_id)
+                # Until b answers their first Probe after it came back, they serve no copy (503).
+                s, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(get(n, "f")), 10,
+                                     f"{n.node_id} to serve again")
+                assert body["value"] == "new", (protocol, n.node_id, body)
 
 
 class OneWayPartition(Partition):
