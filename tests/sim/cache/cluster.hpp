@@ -615,6 +615,23 @@ class cluster {
 
 // Every live node's mirror holds exactly its readable lines of `key`, with their state and
 // value. Returns a description of the difference, or "".
+// One MOESI node "a" that is also the home of every key, started and quiet.
+inline cluster one_node(size_t capacity, replacement_kind r = replacement_kind::lru) {
+  cluster::options o;
+  o.proto = protocol::moesi;
+  o.capacity = capacity;
+  o.replacement = r;
+  o.nodes = {"a"};
+  membership m;
+  m.epoch = 1;
+  m.members = {"a"};
+  m.home = [](std::string_view) { return std::string("a"); };
+  cluster c(o, m);
+  c.start_all();
+  c.run_to_quiet();
+  return c;
+}
+
 inline std::string check_mirror(cluster& c, const std::string& key) {
   for (auto& [id, n] : c.nodes()) {
     if (!n.running()) continue;  // a stopped node serves nothing (its lease ran out)

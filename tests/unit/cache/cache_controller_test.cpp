@@ -267,17 +267,7 @@ TEST_CASE("note_hits: hits served outside the controller count for replacement")
   // LRU, capacity 2 on one node that is its own home: fill a then b; a is the LRU victim
   // unless hits on a are reported.
   auto run = [](bool note) {
-    cluster::options o;
-    o.proto = protocol::moesi;
-    o.capacity = 2;
-    o.nodes = {"a"};
-    membership m;
-    m.epoch = 1;
-    m.members = {"a"};
-    m.home = [](std::string_view) { return std::string("a"); };
-    cluster c(o, m);
-    c.start_all();
-    c.run_to_quiet();
+    cluster c = one_node(2);
     uint64_t id = 0;
     for (const char* k : {"a", "b", "c"}) {
       if (std::string(k) == "c" && note) c.at("a").ctl->note_hits("a", 3);

@@ -15,23 +15,6 @@ namespace {
 
 auto any = [](const std::string&) { return true; };
 
-// One node that is also the home of everything; capacity 3, the given policy.
-cluster one_node(replacement_kind r) {
-  cluster::options o;
-  o.proto = protocol::moesi;
-  o.capacity = 3;
-  o.replacement = r;
-  o.nodes = {"a"};
-  membership m;
-  m.epoch = 1;
-  m.members = {"a"};
-  m.home = [](std::string_view) { return std::string("a"); };
-  cluster c(o, m);
-  c.start_all();
-  c.run_to_quiet();
-  return c;
-}
-
 void get(cluster& c, const std::string& key) {
   static uint64_t id = 0;
   c.submit("a", client_op{++id, op_kind::get, key, {}});
@@ -113,7 +96,7 @@ TEST_CASE("the controller evicts by its policy: LRU and LFU choose differently")
   // last time), LFU the least used (b, used twice in all, vs a four times and c twice,
   // with b less recent than c).
   auto run = [](replacement_kind kind) {
-    cluster c = one_node(kind);
+    cluster c = one_node(3, kind);
     for (const char* k : {"a", "b", "c"}) get(c, k);
     get(c, "a");
     get(c, "a");
