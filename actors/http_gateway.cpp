@@ -2,16 +2,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <future>
 #include <map>
 
-#include <caf/io/all.hpp>
+#include <caf/all.hpp>
 
 #include "actors/cache_mirror.hpp"
 #include "actors/http/request_parser.hpp"
+#include "actors/http/server.hpp"
 #include "actors/log.hpp"
 #include "protocols/cache/types.hpp"
 #include "protocols/locks/lock_table.hpp"
@@ -27,11 +30,7 @@ using steady = std::chrono::steady_clock;
 
 constexpr auto request_timeout = 5s;
 constexpr size_t max_ack_batch = 100;
-constexpr auto read_timeout = 10s;   // a request that has begun must arrive within this
-constexpr auto idle_timeout = 60s;   // a keep-alive connection with nothing to do is closed
-constexpr size_t read_chunk = 64 * 1024;
-constexpr size_t max_drained_bytes = 64 << 20;  // a refused body larger than this is cut off
-constexpr auto tick_interval = 250ms;  // how often request deadlines and stalled connections are checked
+constexpr auto tick_interval = 250ms;  // how often request deadlines are checked
 
 using gateway_tick_atom = caf::atom_constant<caf::atom("gw_tick")>;
 
@@ -79,6 +78,22 @@ json to_json(const member_status& m) {
 // Response text. Strings may hold bytes that are not UTF-8 (a name given through the CAF API,
 // a request's bytes quoted in an error): they are replaced, never a reason to throw.
 std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// `s` as a JSON string, as json_text writes it; text that needs no escaping (nearly all)
+// is copied as it is, without building a json value.
+std::string json_string(std::string_view s) {
+  bool plain = std::all_of(s.begin(), s.end(), [](char ch) {
+    auto b = static_cast<unsigned char>(ch);
+    return b >= 0x20 && b < 0x80 && b != '"' && b != '\\';
+  });
+  if (!plain) return json_text(json(std::string{s}));
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  out += s;
+  out += '"';
+  return out;
+}
 
 // A stored payload is the JSON text the producer sent; it goes back as JSON.
 json payload_json(const std::string& text) {
@@ -139,23 +154,12 @@ struct pattern {
 
 struct route;
 
-struct connection {
-  uint64_t serial = 0;
-  std::string in;              // bytes received and not yet parsed
-  bool busy = false;           // a request is being answered; the next ones wait in `in`
-  bool continue_sent = false;  // "100 Continue" went out for the request being received
-  size_t draining = 0;         // bytes of a refused (413) body still to read before closing
-  bool serving = false;        // serve() is running for this connection
-  steady::time_point last_activity;
-};
-
 // One request being answered. Handlers answer it exactly once, maybe later, from a
-// response handler; all of it runs on the gateway broker's thread.
+// response handler; all of it runs in the gateway actor (a cache hit: on the HTTP loop).
 struct http_call {
   http::request req;
   std::vector<std::string> args;  // the {name} parts of the route, in order
-  caf::io::connection_handle hdl;
-  uint64_t serial = 0;
+  uint64_t connection = 0;        // the HTTP server's
   struct route* route = nullptr;
   steady::time_point started;
   bool answered = false;
@@ -163,16 +167,24 @@ struct http_call {
 };
 using call_ptr = std::shared_ptr<http_call>;
 
+
 struct route {
   std::string method;
   std::string label;  // the pattern, as the metrics name it
   pattern path;
   std::function<void(const call_ptr&)> handler;
   metrics::histogram* latency;
-  std::shared_ptr<std::array<metrics::counter*, 600>> by_status;
+  // Created on first use, from the gateway actor or the HTTP loop (cache hits).
+  std::shared_ptr<std::array<std::atomic<metrics::counter*>, 600>> by_status;
 };
 
 }  // namespace
+}  // namespace dsync
+
+// Handed from the HTTP loop to the gateway actor within the process, never serialised.
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(dsync::call_ptr)
+
+namespace dsync {
 
 struct http_gateway::impl {
   caf::actor_system& sys;
@@ -181,15 +193,14 @@ struct http_gateway::impl {
   metrics::registry& metrics;
   http::limits limits;
   std::vector<route> routes;
-  caf::actor broker;
+  caf::actor worker;  // the gateway actor: routes requests and asks the node
+  std::unique_ptr<http::server> server;
   // This node's readable cache lines, kept by the cache service; null: every get asks it.
   std::shared_ptr<cache_mirror> cache_lines;
   metrics::histogram* cache_get_seconds = nullptr;
 
-  // Broker state: touched only on the broker's thread.
-  caf::io::broker* self = nullptr;
-  std::map<caf::io::connection_handle, connection> conns;
-  uint64_t next_serial = 1;
+  // Gateway actor state: touched only in the actor.
+  caf::event_based_actor* self = nullptr;
   std::multimap<steady::time_point, std::weak_ptr<http_call>> waiting;  // calls asked of the node, by deadline
 
   impl(caf::actor_system& s, node_api n, const node_settings& cfg, metrics::registry& m,
@@ -202,22 +213,6 @@ struct http_gateway::impl {
 
   // ---- answering ----------------------------------------------------------------------
 
-  void write_response(caf::io::connection_handle hdl, int status, const char* content_type, const std::string& body,
-                      bool close) {
-    auto& buf = self->wr_buf(hdl);
-    auto head = "HTTP/1.1 " + std::to_string(status) + " " + http::reason_phrase(status) + "\r\nContent-Type: "
-                + content_type + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n"
-                + (close ? "Connection: close\r\n\r\n" : "\r\n");
-    buf.insert(buf.end(), head.begin(), head.end());
-    buf.insert(buf.end(), body.begin(), body.end());
-    self->flush(hdl);
-  }
-
-  void drop(caf::io::connection_handle hdl) {
-    conns.erase(hdl);
-    self->close(hdl);
-  }
-
   void respond(http_call& c, int status, const std::string& body, const char* content_type = "application/json") {
     if (c.answered) return;
     c.answered = true;
@@ -229,22 +224,18 @@ struct http_gateway::impl {
       c.route->latency->observe(std::chrono::duration<double>(steady::now() - c.started).count());
       count(*c.route->by_status, c.route->label, status);
     }
-    auto i = conns.find(c.hdl);
-    if (i == conns.end() || i->second.serial != c.serial) return;  // the client went away
-    bool close = !c.req.keep_alive;
-    write_response(c.hdl, status, content_type, body, close);
-    if (close) return drop(c.hdl);
-    i->second.busy = false;
-    i->second.last_activity = steady::now();
-    serve(c.hdl);  // requests the client pipelined behind this one
+    server->respond(c.connection, status, content_type, body, !c.req.keep_alive);
   }
 
-  void count(std::array<metrics::counter*, 600>& by_status, const std::string& label, int status) {
+  void count(std::array<std::atomic<metrics::counter*>, 600>& by_status, const std::string& label, int status) {
     auto code = static_cast<size_t>(status) < by_status.size() ? static_cast<size_t>(status) : 0;
-    if (by_status[code] == nullptr)
-      by_status[code] = &metrics.get_counter("dsync_http_requests_total", "HTTP requests by route and status",
-                                             {{"route", label}, {"code", std::to_string(status)}});
-    by_status[code]->inc();
+    auto* counter = by_status[code].load(std::memory_order_acquire);
+    if (counter == nullptr) {  // a race creates it twice: the registry hands out the same one
+      counter = &metrics.get_counter("dsync_http_requests_total", "HTTP requests by route and status",
+                                     {{"route", label}, {"code", std::to_string(status)}});
+      by_status[code].store(counter, std::memory_order_release);
+    }
+    counter->inc();
   }
 
   void send_json(http_call& c, int status, const json& body) { respond(c, status, json_text(body)); }
@@ -425,7 +416,7 @@ struct http_gateway::impl {
     auto* latency = &metrics.get_histogram("dsync_http_request_seconds", "HTTP request latency",
                                            metrics::latency_buckets_seconds(), {{"route", path}});
     routes.push_back(route{method, path, pattern{path}, std::move(handler), latency,
-                           std::make_shared<std::array<metrics::counter*, 600>>()});
+                           std::make_shared<std::array<std::atomic<metrics::counter*>, 600>>()});
   }
 
   void install_routes() {
@@ -676,23 +667,7 @@ struct http_gateway::impl {
       ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"ok", true}}); }, cache_put_atom::value, c->args[0],
                 value);
     });
-    on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {
-      // A hit on a line this node holds readable is answered here, from the mirror the cache
-      // service keeps, without a message to the node or cache actor (cache_mirror.hpp says
-      // why that is coherent); the same body as the cache service's answer. Anything else
-      // (a miss, a line in transit, a key this node does not hold) asks the service.
-      if (cache_lines) {
-        auto now = steady::now();
-        if (auto hit = cache_lines->lookup(c->args[0], now)) {
-          if (hit->value)
-            send_json(*c, 200, json{{"key", c->args[0]}, {"value", *hit->value},
-                                    {"state", std::string{cache::to_string(hit->state)}}});
-          else
-            send_error(*c, 404, "not_found", "no value for key " + c->args[0]);
-          cache_get_seconds->observe(std::chrono::duration<double>(steady::now() - now).count());
-          return;
-        }
-      }
+    on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {  // a hit never gets here: answer_from_mirror
       ask<cache_entry>(
         c, [this, c](cache_entry& r) { send_json(*c, 200, json{{"key", r.key}, {"value", r.value}, {"state", r.state}}); },
         cache_get_atom::value, c->args[0]);
@@ -725,16 +700,48 @@ struct http_gateway::impl {
     });
   }
 
-  // ---- connections --------------------------------------------------------------------
+  // ---- requests ------------------------------------------------------------------------
 
-  std::array<metrics::counter*, 600> unmatched{};
+  std::array<std::atomic<metrics::counter*>, 600> unmatched{};
+  route* cache_get_route = nullptr;
 
-  void dispatch(caf::io::connection_handle hdl, uint64_t serial, http::request&& req) {
+  // On the HTTP loop thread: a cache read hit is answered here, anything else goes to the
+  // gateway actor.
+  void on_request(uint64_t connection, http::request&& req) {
     auto c = std::make_shared<http_call>();
     c->req = std::move(req);
-    c->hdl = hdl;
-    c->serial = serial;
+    c->connection = connection;
     c->started = steady::now();
+    if (answer_from_mirror(c)) return;
+    caf::anon_send(worker, c);
+  }
+
+  // A hit on a line this node holds readable is answered from the mirror the cache service
+  // keeps, without a message to any actor (cache_mirror.hpp says why that is coherent),
+  // with the same body as the cache service's answer. Anything else (a miss, a line in
+  // transit, a key this node does not hold) is the cache service's to answer.
+  bool answer_from_mirror(const call_ptr& c) {
+    static constexpr std::string_view prefix = "/v1/cache/";
+    auto& path = c->req.path;
+    if (!cache_lines || c->req.method != "GET" || path.compare(0, prefix.size(), prefix) != 0
+        || path.size() == prefix.size() || path.find('/', prefix.size()) != std::string::npos)
+      return false;
+    auto key = path.substr(prefix.size());
+    auto hit = cache_lines->lookup(key, c->started);
+    if (!hit) return false;
+    c->route = cache_get_route;
+    if (hit->value)  // the body of send_json's {"key", "state", "value"}, built by hand: the hottest answer
+      respond(*c, 200,
+              "{\"key\":" + json_string(key) + ",\"state\":\"" + std::string{cache::to_string(hit->state)}
+                + "\",\"value\":" + json_string(*hit->value) + "}");
+    else
+      send_error(*c, 404, "not_found", "no value for key " + key);
+    cache_get_seconds->observe(std::chrono::duration<double>(steady::now() - c->started).count());
+    return true;
+  }
+
+  // In the gateway actor.
+  void dispatch(const call_ptr& c) {
     std::string allowed;
     for (auto& r : routes) {
       if (!r.path.match(c->req.path, c->args)) continue;
@@ -761,142 +768,13 @@ struct http_gateway::impl {
     send_error(*c, 404, "not_found", "no such endpoint: " + c->req.method + " " + c->req.path);
   }
 
-  // Parses and starts the next request of a connection, if one is complete and none is
-  // being answered.
-  void serve(caf::io::connection_handle hdl) {
-    // A loop, not recursion: a request answered at once (an error, a cache hit) makes its
-    // connection ready for the next one while this call is still on the stack, and a
-    // client may have pipelined thousands.
-    if (auto i = conns.find(hdl); i == conns.end() || i->second.serving) return;
-    conns[hdl].serving = true;
-    for (;;) {
-      auto i = conns.find(hdl);
-      if (i == conns.end()) return;  // dropped by what answered the last request
-      auto& conn = i->second;
-      if (conn.busy || conn.in.empty()) {
-        conn.serving = false;
-        return;
-      }
-      auto r = http::parse_request(conn.in, limits);
-      if (r.outcome == http::parse_result::state::incomplete) {
-        if (r.expects_continue && !conn.continue_sent) {
-          conn.continue_sent = true;
-          static const std::string go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-          auto& buf = self->wr_buf(hdl);
-          buf.insert(buf.end(), go_on.begin(), go_on.end());
-          self->flush(hdl);
-        }
-        conn.serving = false;
-        return;
-      }
-      if (r.outcome == http::parse_result::state::invalid) {
-        count(unmatched, "unmatched", r.status);
-        auto body = json_text(json{{"error", r.status == 413   ? "payload_too_large"
-                                   : r.status == 414 ? "uri_too_long"
-                                   : r.status == 505 ? "http_version_not_supported"
-                                   : r.status == 411 ? "length_required"
-                                   : r.status == 431 ? "headers_too_large"
-                                                     : "bad_request"},
-                          {"message", r.error}});
-        write_response(hdl, r.status, "application/json", body, true);
-        // A client still sending the refused body would see a reset instead of the 413
-        // if the connection closed at once: read (and drop) the body first, up to a bound.
-        if (r.status == 413 && r.request_bytes <= max_drained_bytes && r.request_bytes > conn.in.size()) {
-          conn.draining = r.request_bytes - conn.in.size();
-          conn.in.clear();
-          conn.busy = true;
-          conn.serving = false;
-          return;
-        }
-        return drop(hdl);
-      }
-      conn.in.erase(0, r.consumed);
-      conn.busy = true;
-      conn.continue_sent = false;
-      dispatch(hdl, conn.serial, std::move(r.req));
-    }
-  }
-
-  void on_data(caf::io::connection_handle hdl, std::vector<char>& data) {
-    auto i = conns.find(hdl);
-    if (i == conns.end()) return;
-    auto& conn = i->second;
-    conn.last_activity = steady::now();
-    if (conn.draining > 0) {
-      conn.draining -= std::min(conn.draining, data.size());
-      if (conn.draining == 0) drop(hdl);
-      return;
-    }
-    conn.in.append(data.data(), data.size());
-    // Requests pipelined behind a slow one wait in `in`; a client must not pile up more.
-    if (conn.busy && conn.in.size() > limits.max_body + limits.max_header_bytes + limits.max_request_line) {
-      log::warn("http", "closing a connection that pipelined over {} bytes behind an unanswered request",
-                conn.in.size());
-      return drop(hdl);
-    }
-    serve(hdl);
-  }
-
-  void on_connection(caf::io::connection_handle hdl) {
-    if (conns.size() >= settings.http_max_connections) {
-      write_response(hdl, 503, "application/json",
-                     json_text(json{{"error", "unavailable"},
-                          {"message", "too many open HTTP connections (HTTP_MAX_CONNECTIONS is "
-                                        + std::to_string(settings.http_max_connections) + ")"}}),
-                     true);
-      self->close(hdl);
-      return;
-    }
-    auto& conn = conns[hdl];
-    conn.serial = next_serial++;
-    conn.last_activity = steady::now();
-    self->configure_read(hdl, caf::io::receive_policy::at_most(read_chunk));
-  }
-
-  // Closes connections whose request stalls (408) or that idled too long.
-  void expire_connections() {
-    auto now = steady::now();
-    std::vector<caf::io::connection_handle> stale;
-    for (auto& [hdl, conn] : conns) {
-      auto idle = now - conn.last_activity;
-      if (conn.draining > 0 && idle > read_timeout) stale.push_back(hdl);
-      if (conn.busy) continue;
-      if (!conn.in.empty() && idle > read_timeout) {
-        write_response(hdl, 408, "application/json",
-                       json_text(json{{"error", "request_timeout"}, {"message", "the request did not arrive in time"}}),
-                       true);
-        stale.push_back(hdl);
-      } else if (conn.in.empty() && idle > idle_timeout) {
-        stale.push_back(hdl);
-      }
-    }
-    for (auto hdl : stale) drop(hdl);
-  }
-
-  caf::behavior run(caf::io::broker* b, std::shared_ptr<std::promise<std::optional<std::string>>> started) {
-    self = b;
-    auto bound = self->add_tcp_doorman(settings.http_port, settings.node_host.c_str(), true);
-    if (!bound) {
-      started->set_value("cannot listen for HTTP on " + settings.node_host + ":" + std::to_string(settings.http_port)
-                         + ": " + sys.render(bound.error()));
-      self->quit();
-      return {};
-    }
-    started->set_value(std::nullopt);
-    self->set_exit_handler([this](caf::exit_msg& msg) {
-      self->close_all();
-      conns.clear();
-      self->quit(msg.reason);
-    });
+  caf::behavior run(caf::event_based_actor* actor) {
+    self = actor;
     self->delayed_send(self, tick_interval, gateway_tick_atom::value);
     return {
-      [this](const caf::io::new_connection_msg& msg) { on_connection(msg.handle); },
-      [this](caf::io::new_data_msg& msg) { on_data(msg.handle, msg.buf); },
-      [this](const caf::io::connection_closed_msg& msg) { conns.erase(msg.handle); },
-      [this](const caf::io::acceptor_closed_msg&) { log::error("http", "the HTTP listener closed"); },
+      [this](const call_ptr& c) { dispatch(c); },
       [this](gateway_tick_atom) {
         expire_calls();
-        expire_connections();
         self->delayed_send(self, tick_interval, gateway_tick_atom::value);
       },
     };
@@ -912,25 +790,37 @@ http_gateway::~http_gateway() { stop(); }
 std::optional<std::string> http_gateway::start() {
   auto& d = *impl_;
   d.install_routes();
-  auto started = std::make_shared<std::promise<std::optional<std::string>>>();
-  auto result = started->get_future();
+  for (auto& r : d.routes)
+    if (r.method == "GET" && r.label == "/v1/cache/{key}") d.cache_get_route = &r;
   auto* state = impl_.get();
-  d.broker = d.sys.middleman().spawn_broker(
-    [state, started](caf::io::broker* self) { return state->run(self, started); });
-  if (auto err = result.get()) return err;
+  d.worker = d.sys.spawn([state](caf::event_based_actor* self) { return state->run(self); });
+  http::server_settings hs;
+  hs.host = d.settings.node_host;
+  hs.port = d.settings.http_port;
+  hs.parse = d.limits;
+  hs.max_connections = d.settings.http_max_connections;
+  d.server = std::make_unique<http::server>(
+    hs, [state](uint64_t connection, http::request&& req) { state->on_request(connection, std::move(req)); },
+    [state](int status) { state->count(state->unmatched, "unmatched", status); });
+  if (auto err = d.server->start()) {
+    stop();
+    return err;
+  }
   log::info("http", "serving HTTP on {}:{}", d.settings.node_host, d.settings.http_port);
   return std::nullopt;
 }
 
 void http_gateway::stop() {
-  if (!impl_ || !impl_->broker) return;
+  if (!impl_) return;
+  if (impl_->server) impl_->server->stop();  // no request reaches the actor after this
+  if (!impl_->worker) return;
   caf::scoped_actor self{impl_->sys};
-  self->monitor(impl_->broker);
-  self->send_exit(impl_->broker, caf::exit_reason::user_shutdown);
+  self->monitor(impl_->worker);
+  self->send_exit(impl_->worker, caf::exit_reason::user_shutdown);
   self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds(3)) >> [] {
     log::warn("http", "the HTTP gateway did not stop within 3 s");
   });
-  impl_->broker = nullptr;
+  impl_->worker = nullptr;
 }
 
 }  // namespace dsync

@@ -2,10 +2,11 @@
 // API actor, so HTTP and CAF clients see the same behaviour. One exception: a cache read
 // hit is answered from this node's cache mirror (cache_mirror.hpp), with the same body.
 //
-// It is a CAF broker: connections are multiplexed by CAF's I/O loop and every request is
-// an asynchronous request to the node actor, answered when its response arrives. No thread
-// blocks per connection or per request, so many requests cost one wake-up, not two thread
-// switches each (a thread-per-connection server spent most of a node's CPU on those).
+// Connections are served by one epoll loop thread (http/server.hpp), which hands each
+// request to the gateway actor; the actor asks the node asynchronously and answers when
+// its response arrives. No thread blocks per connection or per request (a
+// thread-per-connection server spent most of a node's CPU on thread switches), and a
+// cache hit is answered on the loop thread itself, without any actor.
 //
 // Limits: request bodies over HTTP_MAX_BODY_BYTES get 413, paths over 1024 bytes 414,
 // header lines over 8 KiB 400, connections beyond HTTP_MAX_CONNECTIONS 503; a request

@@ -7,7 +7,9 @@ extend a run."""
 import json
 import os
 import random
+import socket
 import subprocess
+import time
 
 from harness import CTL_BIN, TMP_ROOT, Cluster, Redis, http, raw_http, run_tests, wait_until
 from test_cache import cache_cluster, serving
@@ -129,5 +131,63 @@ def test_names_that_are_not_utf8():
         assert all(n.proc.poll() is None for n in c.nodes)
 
 
+def test_connections_that_misbehave():
+    """The HTTP loop's connection handling: a client that sends thousands of requests without
+    reading the answers gets them all, in order, once it reads; a connection over
+    HTTP_MAX_CONNECTIONS gets a 503 that names the setting; a request that stalls gets a 408
+    after 10 s; a refused request's unread body does not cost the client its answer."""
+    with Cluster(1, "http-conns", extra_env={"HTTP_MAX_CONNECTIONS": "8"}) as c:
+        c.start()
+        port = c.nodes[0].http_port
+        wait_until(lambda: http(port, "GET", "/v1/health")[0] == 200, 10, "the node to serve")
+
+        # Answers (~3 MB) far beyond what the sockets buffer: the node must hold them back
+        # until the client reads, and lose none.
+        count = 20000
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" * count
+                      + b"GET /v1/nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+            time.sleep(1)
+            out = b""
+            while chunk := s.recv(1 << 20):
+                out += chunk
+        assert out.count(b"HTTP/1.1 200 OK") == count, out.count(b"HTTP/1.1 200 OK")
+        assert out.rstrip().endswith(b'"error":"not_found","message":"no such endpoint: GET /v1/nope"}'), out[-200:]
+
+        # The connection limit: 8 open, the 9th is told why and closed; then room again.
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(8)]
+        try:
+            for s in held:  # each is served, so each is counted by now
+                s.sendall(b"GET /v1/health HTTP/1.1\r\n\r\n")
+                assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+            refused = raw_http(port, b"GET /v1/health HTTP/1.1\r\n\r\n")
+            assert refused.startswith(b"HTTP/1.1 503") and b"HTTP_MAX_CONNECTIONS is 8" in refused, refused
+        finally:
+            for s in held:
+                s.close()
+        wait_until(lambda: http(port, "GET", "/v1/health")[0] == 200, 5, "room for a connection again")
+
+        # A request whose headers never end: 408, then the connection closes.
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            out = s.recv(4096)
+            waited = time.monotonic() - started
+            assert out.startswith(b"HTTP/1.1 408") and b"request_timeout" in out, out
+            assert 9 <= waited <= 12, waited
+            assert s.recv(4096) == b"", "the connection stays open after the 408"
+
+        # A malformed request followed at once by more bytes: the 400 arrives, not a reset.
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /v1/health?x=%ZZ HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+                s.sendall(b"hello" + b"x" * 100000)
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                assert out.startswith(b"HTTP/1.1 400") and b"malformed %-escape" in out, out[:200]
+        assert c.nodes[0].proc.poll() is None
+
+
 if __name__ == "__main__":
-    run_tests([test_random_requests_never_break_a_node, test_names_that_are_not_utf8])
+    run_tests([test_random_requests_never_break_a_node, test_names_that_are_not_utf8, test_connections_that_misbehave])
