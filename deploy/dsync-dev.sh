@@ -17,7 +17,7 @@ jobs=${JOBS:-2}
 run_dir=$build_dir/local-cluster
 
 packages=(g++ cmake ninja-build pkg-config libcaf-dev libhiredis-dev libfmt-dev doctest-dev
-          libcpp-httplib-dev nlohmann-json3-dev libssl-dev redis-server prometheus python3 curl
+          nlohmann-json3-dev libssl-dev redis-server prometheus python3 curl
           procps iproute2 iptables)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
