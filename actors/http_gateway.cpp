@@ -735,7 +735,7 @@ struct http_gateway::impl {
               "{\"key\":" + json_string(key) + ",\"state\":\"" + std::string{cache::to_string(hit->state)}
                 + "\",\"value\":" + json_string(*hit->value) + "}");
     else
-      send_error(*c, 404, "not_found", "no value for key " + key);
+      respond(*c, 404, "{\"error\":\"not_found\",\"message\":" + json_string("no value for key " + key) + "}");
     cache_get_seconds->observe(std::chrono::duration<double>(steady::now() - c->started).count());
     return true;
   }

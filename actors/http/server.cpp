@@ -79,6 +79,7 @@ struct connection {
   bool continue_sent = false;  // "100 Continue" went out for the request being received
   bool close_when_sent = false;
   bool watching_writes = false;  // EPOLLOUT is armed: `out` did not fit the socket
+  bool flush_due = false;        // in `unflushed`
   // The answer is out and our side shut: what the client still sends is read and dropped
   // until it closes, so that unread bytes do not make the kernel reset the connection
   // (and the client lose the answer) -- a lingering close.
@@ -111,6 +112,10 @@ struct server::impl {
   // Loop state: touched only on the loop thread.
   std::unordered_map<uint64_t, connection> conns;
   size_t lingering = 0;  // of conns; they do not count against max_connections
+  // While the loop handles a batch of events, answers wait here and go out together at its
+  // end, as Redis does: the client wakes once for several answers, not once for each.
+  bool in_batch = false;
+  std::vector<uint64_t> unflushed;
   uint64_t next_id = first_connection;
   steady::time_point last_sweep;
   std::array<char, 64 * 1024> read_buffer;
@@ -196,6 +201,7 @@ struct server::impl {
         log::error("http", "epoll_wait failed: {}", std::strerror(errno));
         break;
       }
+      in_batch = true;
       for (int i = 0; i < n; ++i) {
         auto key = events[static_cast<size_t>(i)].data.u64;
         auto what = events[static_cast<size_t>(i)].events;
@@ -203,6 +209,8 @@ struct server::impl {
         else if (key == wake_key) deliver_outbox();
         else on_ready(key, what);
       }
+      in_batch = false;
+      flush_batch();
       if (auto now = steady::now(); now - last_sweep >= sweep_interval) {
         last_sweep = now;
         expire_connections(now);
@@ -366,7 +374,24 @@ struct server::impl {
   bool send_bytes(uint64_t id, connection& c, std::string&& bytes) {
     if (c.out.empty()) c.out = std::move(bytes);
     else c.out.append(bytes);
-    return flush(id, c);
+    if (!in_batch) return flush(id, c);
+    if (!c.flush_due) {
+      c.flush_due = true;
+      unflushed.push_back(id);
+    }
+    return true;
+  }
+
+  void flush_batch() {
+    // flush() may answer pipelined requests at once: those go out directly, not in here.
+    auto ids = std::move(unflushed);
+    unflushed.clear();
+    for (auto id : ids) {
+      auto i = conns.find(id);
+      if (i == conns.end()) continue;
+      i->second.flush_due = false;
+      flush(id, i->second);
+    }
   }
 
   bool flush(uint64_t id, connection& c) {
