@@ -1,7 +1,6 @@
 #include "actors/http/request_parser.hpp"
 
 #include <algorithm>
-#include <cctype>
 
 namespace dsync::http {
 
@@ -9,14 +8,17 @@ namespace {
 
 const std::string no_value;
 
+// ASCII only, by design: HTTP's grammar is ASCII, and the C library's locale-aware
+// versions cost a call per byte on every request.
 bool is_token_char(char c) {
-  if (std::isalnum(static_cast<unsigned char>(c))) return true;
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
   return std::string_view{"!#$%&'*+-.^_`|~"}.find(c) != std::string_view::npos;
 }
 
 std::string lower(std::string_view s) {
   std::string out{s};
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (auto& c : out)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   return out;
 }
 
@@ -143,6 +145,7 @@ parse_result parse_request(std::string_view buffer, const limits& lim) {
   // The header block ends at an empty line.
   size_t pos = line_end + 1;
   std::vector<std::string_view> header_lines;
+  header_lines.reserve(16);
   bool headers_done = false;
   while (pos < buffer.size()) {
     auto end = buffer.find('\n', pos);

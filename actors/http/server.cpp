@@ -118,6 +118,7 @@ struct server::impl {
   std::vector<uint64_t> unflushed;
   uint64_t next_id = first_connection;
   steady::time_point last_sweep;
+  steady::time_point now;  // read once per wake-up: activity times need no finer clock
   std::array<char, 64 * 1024> read_buffer;
 
   // Answers from other threads, handed to the loop.
@@ -197,6 +198,7 @@ struct server::impl {
     while (!stopping.load(std::memory_order_acquire)) {
       int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
                            static_cast<int>(sweep_interval.count()));
+      now = steady::now();
       if (n < 0 && errno != EINTR) {
         log::error("http", "epoll_wait failed: {}", std::strerror(errno));
         break;
@@ -211,7 +213,7 @@ struct server::impl {
       }
       in_batch = false;
       flush_batch();
-      if (auto now = steady::now(); now - last_sweep >= sweep_interval) {
+      if (now - last_sweep >= sweep_interval) {
         last_sweep = now;
         expire_connections(now);
       }
@@ -245,7 +247,7 @@ struct server::impl {
       }
       auto& c = conns[id];
       c.fd = fd;
-      c.last_activity = steady::now();
+      c.last_activity = now;
       if (over_limit) {
         c.busy = true;
         c.close_when_sent = true;
@@ -286,7 +288,7 @@ struct server::impl {
   }
 
   void on_data(uint64_t id, connection& c, std::string_view data) {
-    c.last_activity = steady::now();
+    c.last_activity = now;
     if (c.lingering) {
       c.drained += data.size();
       if (c.drained > max_drained_bytes) drop(id);
@@ -350,7 +352,7 @@ struct server::impl {
     if (i == conns.end() || !i->second.busy) return;  // the client went away
     auto& c = i->second;
     c.busy = false;
-    c.last_activity = steady::now();
+    c.last_activity = now;
     if (a.close) {
       c.in.clear();
       c.close_when_sent = true;
@@ -399,7 +401,7 @@ struct server::impl {
       auto n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
       if (n > 0) {
         c.sent += static_cast<size_t>(n);
-        c.last_activity = steady::now();
+        c.last_activity = now;
         continue;
       }
       if (n < 0 && errno == EINTR) continue;
@@ -434,7 +436,7 @@ struct server::impl {
     ++lingering;
     c.busy = true;
     c.in.clear();
-    c.last_activity = steady::now();
+    c.last_activity = now;
   }
 
   void drop(uint64_t id) {

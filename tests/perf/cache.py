@@ -1,8 +1,9 @@
 """Cache throughput and latency on a local 3-node dsync cluster over one redis-server, per
-coherence protocol: read hits, a read-mostly (95/5) and a write-heavy (50/50) mix over a
-small (100) and a large (10000) key set from all nodes; coherence messages and Redis
-operations per request; and Redis GET/SET measured by redis-benchmark in the same run at
-the same concurrency.
+coherence protocol: read hits (all clients on one node, then spread over all nodes), a
+read-mostly (95/5) and a write-heavy (50/50) mix over a small (100) and a large (10000) key
+set from all nodes; coherence messages and Redis operations per request. The peer, in the
+same run at the same concurrency: Redis GET/SET timed by the same client (dsync-bench
+--target redis, the same keys and mixes) and by redis-benchmark.
 
     python3 tests/perf/cache.py [--seconds 5] [--clients 16] [--markdown FILE]
 """
@@ -25,6 +26,34 @@ def totals(c):
     return out
 
 
+WORKLOADS = (("read-hit, one node", 0, 100), ("read-hit", 0, 100), ("mix 95/5", 5, 100), ("mix 95/5", 5, 10000),
+             ("mix 50/50", 50, 100), ("mix 50/50", 50, 10000))
+
+
+def warm_up(target, endpoints, keys):
+    for writes in (100, 0):
+        bench(target, endpoints, [3], 2, "cache-mix", extra=["--keys", str(keys), "--write-percent", str(writes)])
+
+
+def run_redis(redis, seconds, clients):
+    """The same workloads against redis-server itself, as GET and SET."""
+    rows = []
+    endpoint = [f"127.0.0.1:{redis.port}"]
+    for name, writes, keys in WORKLOADS:
+        if name == "read-hit":
+            continue  # one server: the same as the row before
+        if name.startswith("read-hit"):
+            warm_up("redis", endpoint, keys)
+        row = bench("redis", endpoint, [clients], seconds, "cache-mix",
+                    extra=["--keys", str(keys), "--write-percent", str(writes)])[0]
+        row.update(protocol="Redis", name=name.replace(", one node", ""), keys=keys, messages_per_op=0,
+                   redis_per_op=1)
+        rows.append(row)
+        print(f"Redis {row['name']:9} keys={keys:<5} ops/s={row['ops_per_s']:8.0f} p50={row['p50_ms']:.3f}ms "
+              f"p99={row['p99_ms']:.3f}ms errors={row['errors']}", flush=True)
+    return rows
+
+
 def run_protocol(protocol, redis, seconds, clients):
     rows = []
     env = {"LOG_LEVEL": "warn", "QUEUE_SHARDS": "1", "REDIS_PORT": str(redis.port), "CACHE_COHERENCE_PROTOCOL": protocol,
@@ -33,11 +62,11 @@ def run_protocol(protocol, redis, seconds, clients):
         c.start()
         wait_until(lambda: all(http(n.http_port, "GET", "/v1/cache")[1]["epoch"] > 0 for n in c.nodes), 20,
                    "every cache to serve", interval=0.2)
-        endpoints = [f"127.0.0.1:{n.http_port}" for n in c.nodes]
-        for name, writes, keys in (("read-hit", 0, 100), ("mix 95/5", 5, 100), ("mix 95/5", 5, 10000),
-                                   ("mix 50/50", 50, 100), ("mix 50/50", 50, 10000)):
-            if writes == 0:  # warm the lines up first: every node reads every key once
-                bench("dsync", endpoints, [3], 2, "cache-mix", extra=["--keys", str(keys), "--write-percent", "0"])
+        everywhere = [f"127.0.0.1:{n.http_port}" for n in c.nodes]
+        for name, writes, keys in WORKLOADS:
+            endpoints = everywhere[:1] if name == "read-hit, one node" else everywhere
+            if name.startswith("read-hit"):  # every key gets a value, then every node reads every key
+                warm_up("dsync", everywhere, keys)
             before = totals(c)
             row = bench("dsync", endpoints, [clients], seconds, "cache-mix",
                         extra=["--keys", str(keys), "--write-percent", str(writes)])[0]
@@ -72,8 +101,10 @@ def main():
     rows = []
     with Redis(TMP_ROOT) as redis:
         peer = redis_benchmark(redis, a.clients)
+        rows += run_redis(redis, a.seconds, a.clients)
         for protocol in ("MESI", "MOSI", "MOESI"):
             rows += run_protocol(protocol, redis, a.seconds, a.clients)
+        rows += run_redis(redis, a.seconds, a.clients)  # again: the machine's speed drifts
     lines = [f"redis-benchmark, {a.clients} clients: GET {peer['GET']['ops_per_s']:.0f}/s p50 {peer['GET']['p50_ms']:.3f} ms "
              f"p99 {peer['GET']['p99_ms']:.3f} ms; SET {peer['SET']['ops_per_s']:.0f}/s p50 {peer['SET']['p50_ms']:.3f} ms",
              "",
