@@ -708,11 +708,12 @@ struct http_gateway::impl {
   // On the HTTP loop thread: a cache read hit is answered here, anything else goes to the
   // gateway actor.
   void on_request(uint64_t connection, http::request&& req) {
+    auto started = steady::now();
+    if (answer_from_mirror(connection, req, started)) return;
     auto c = std::make_shared<http_call>();
     c->req = std::move(req);
     c->connection = connection;
-    c->started = steady::now();
-    if (answer_from_mirror(c)) return;
+    c->started = started;
     caf::anon_send(worker, c);
   }
 
@@ -720,23 +721,25 @@ struct http_gateway::impl {
   // keeps, without a message to any actor (cache_mirror.hpp says why that is coherent),
   // with the same body as the cache service's answer. Anything else (a miss, a line in
   // transit, a key this node does not hold) is the cache service's to answer.
-  bool answer_from_mirror(const call_ptr& c) {
+  bool answer_from_mirror(uint64_t connection, const http::request& req, steady::time_point started) {
     static constexpr std::string_view prefix = "/v1/cache/";
-    auto& path = c->req.path;
-    if (!cache_lines || c->req.method != "GET" || path.compare(0, prefix.size(), prefix) != 0
+    auto& path = req.path;
+    if (!cache_lines || req.method != "GET" || path.compare(0, prefix.size(), prefix) != 0
         || path.size() == prefix.size() || path.find('/', prefix.size()) != std::string::npos)
       return false;
     auto key = path.substr(prefix.size());
-    auto hit = cache_lines->lookup(key, c->started);
+    auto hit = cache_lines->lookup(key, started);
     if (!hit) return false;
-    c->route = cache_get_route;
-    if (hit->value)  // the body of send_json's {"key", "state", "value"}, built by hand: the hottest answer
-      respond(*c, 200,
-              "{\"key\":" + json_string(key) + ",\"state\":\"" + std::string{cache::to_string(hit->state)}
-                + "\",\"value\":" + json_string(*hit->value) + "}");
-    else
-      respond(*c, 404, "{\"error\":\"not_found\",\"message\":" + json_string("no value for key " + key) + "}");
-    cache_get_seconds->observe(std::chrono::duration<double>(steady::now() - c->started).count());
+    // The bodies of send_json and send_error, built by hand: the hottest answers.
+    int status = hit->value ? 200 : 404;
+    auto body = hit->value ? "{\"key\":" + json_string(key) + ",\"state\":\"" + std::string{cache::to_string(hit->state)}
+                               + "\",\"value\":" + json_string(*hit->value) + "}"
+                           : "{\"error\":\"not_found\",\"message\":" + json_string("no value for key " + key) + "}";
+    server->respond(connection, status, "application/json", body, !req.keep_alive);
+    auto seconds = std::chrono::duration<double>(steady::now() - started).count();
+    cache_get_route->latency->observe(seconds);
+    count(*cache_get_route->by_status, cache_get_route->label, status);
+    cache_get_seconds->observe(seconds);
     return true;
   }
 
