@@ -341,11 +341,22 @@ struct server::impl {
       c.in.erase(0, r.consumed);
       c.busy = true;
       c.continue_sent = false;
-      on_request(id, std::move(r.req));
+      bool keep_alive = r.req.keep_alive;
+      try {
+        on_request(id, std::move(r.req));
+      } catch (const std::exception& e) {
+        // A handler's bug costs its request a 500, never the loop (and with it the node).
+        log::error("http", "a request handler failed: {}", e.what());
+        respond_here(id, 500, error_body("internal", std::string{"the request failed: "} + e.what()), !keep_alive);
+      }
     }
   }
 
   // ---- writing ------------------------------------------------------------------------
+
+  void respond_here(uint64_t id, int status, const std::string& body, bool close) {
+    deliver(answer{id, answer_bytes(status, "application/json", body, close), close});
+  }
 
   void deliver(answer&& a) {
     auto i = conns.find(a.connection);
