@@ -79,6 +79,7 @@ struct connection {
   bool continue_sent = false;  // "100 Continue" went out for the request being received
   bool close_when_sent = false;
   bool watching_writes = false;  // EPOLLOUT is armed: `out` did not fit the socket
+  bool read_closed = false;      // the client shut its side: answer what it sent, then close
   bool flush_due = false;        // in `unflushed`
   // The answer is out and our side shut: what the client still sends is read and dropped
   // until it closes, so that unread bytes do not make the kernel reset the connection
@@ -182,6 +183,13 @@ struct server::impl {
     return std::nullopt;
   }
 
+  // The readiness a connection waits for: reads until the client shuts its side, writes
+  // while an answer did not fit the socket.
+  void rewatch(uint64_t id, const connection& c) {
+    watch(c.fd, id, (c.read_closed ? 0u : uint32_t{EPOLLIN | EPOLLRDHUP}) | (c.watching_writes ? uint32_t{EPOLLOUT} : 0u),
+          EPOLL_CTL_MOD);
+  }
+
   bool watch(int fd, uint64_t key, uint32_t events, int op = EPOLL_CTL_ADD) {
     epoll_event ev{};
     ev.events = events;
@@ -276,8 +284,9 @@ struct server::impl {
       auto i = conns.find(id);
       if (i == conns.end()) return;
       auto& c = i->second;
+      if (c.read_closed) return drop(id);  // not watched for reads: a hang-up or an error
       auto n = ::recv(c.fd, read_buffer.data(), read_buffer.size(), 0);
-      if (n == 0) return drop(id);
+      if (n == 0) return on_shut(id, c);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
         return drop(id);
@@ -285,6 +294,14 @@ struct server::impl {
       on_data(id, c, std::string_view{read_buffer.data(), static_cast<size_t>(n)});
       if (static_cast<size_t>(n) < read_buffer.size()) return;
     }
+  }
+
+  // The client shut its sending side (HTTP/1.0 tools, `nc`): what it sent is still answered.
+  void on_shut(uint64_t id, connection& c) {
+    if (c.lingering || (!c.busy && c.in.empty() && c.out.size() == c.sent)) return drop(id);
+    c.read_closed = true;
+    rewatch(id, c);  // an end of stream stays readable: stop asking
+    serve(id);
   }
 
   void on_data(uint64_t id, connection& c, std::string_view data) {
@@ -318,11 +335,13 @@ struct server::impl {
       auto& c = i->second;
       if (c.busy || c.in.empty() || c.out.size() - c.sent > max_unsent_bytes) {
         c.serving = false;
+        if (c.read_closed && !c.busy && c.in.empty()) close_when_sent(id, c);
         return;
       }
       auto r = parse_request(c.in, settings.parse);
       if (r.outcome == parse_result::state::incomplete) {
         c.serving = false;
+        if (c.read_closed) return close_when_sent(id, c);  // the rest will never come
         if (r.expects_continue && !c.continue_sent) {
           c.continue_sent = true;
           send_bytes(id, c, std::string{"HTTP/1.1 100 Continue\r\n\r\n"});
@@ -419,7 +438,7 @@ struct server::impl {
       if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         if (!c.watching_writes) {
           c.watching_writes = true;
-          watch(c.fd, id, EPOLLIN | EPOLLRDHUP | EPOLLOUT, EPOLL_CTL_MOD);
+          rewatch(id, c);
         }
         return true;
       }
@@ -430,14 +449,21 @@ struct server::impl {
     c.sent = 0;
     if (c.watching_writes) {
       c.watching_writes = false;
-      watch(c.fd, id, EPOLLIN | EPOLLRDHUP, EPOLL_CTL_MOD);
+      rewatch(id, c);
     }
     if (c.close_when_sent) {
-      linger(id, c);
+      if (c.read_closed) drop(id);  // nothing more can come to linger for
+      else linger(id, c);
       return false;
     }
     if (!c.busy) serve(id);  // requests held back while the client was not reading
     return true;
+  }
+
+  void close_when_sent(uint64_t id, connection& c) {
+    c.close_when_sent = true;
+    c.busy = true;
+    flush(id, c);
   }
 
   void linger(uint64_t id, connection& c) {

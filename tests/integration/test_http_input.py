@@ -135,7 +135,8 @@ def test_connections_that_misbehave():
     """The HTTP loop's connection handling: a client that sends thousands of requests without
     reading the answers gets them all, in order, once it reads; a connection over
     HTTP_MAX_CONNECTIONS gets a 503 that names the setting; a request that stalls gets a 408
-    after 10 s; a refused request's unread body does not cost the client its answer."""
+    after 10 s; a client that shuts its side still gets its answers; a refused request's
+    unread body does not cost the client its answer."""
     with Cluster(1, "http-conns", extra_env={"HTTP_MAX_CONNECTIONS": "8"}) as c:
         c.start()
         port = c.nodes[0].http_port
@@ -176,6 +177,17 @@ def test_connections_that_misbehave():
             assert out.startswith(b"HTTP/1.1 408") and b"request_timeout" in out, out
             assert 9 <= waited <= 12, waited
             assert s.recv(4096) == b"", "the connection stays open after the 408"
+
+        # A client that shuts its sending side after its requests (HTTP/1.0 tools, nc) still
+        # gets every answer, the first one from the node actor, then the connection closes.
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /v1/cluster HTTP/1.1\r\n\r\nGET /v1/health HTTP/1.1\r\n\r\n")
+                s.shutdown(socket.SHUT_WR)
+                out = b""
+                while chunk := s.recv(65536):
+                    out += chunk
+                assert out.count(b"HTTP/1.1 200 OK") == 2 and b'"members"' in out, out[:300]
 
         # A malformed request followed at once by more bytes: the 400 arrives, not a reset.
         for _ in range(20):
