@@ -64,11 +64,23 @@ struct peer {
   uint64_t ping_seq = 0;
 };
 
+// A lookup of a peer whose link is being made: answered when it is made, failed when the
+// attempt fails or after lookup_wait.
+struct parked_lookup {
+  std::string node_id;
+  caf::typed_response_promise<node_api> rp;
+  caf::actor_clock::time_point until;
+};
+
+// Long enough for a handshake between live nodes, short of the callers' 3 s.
+constexpr auto lookup_wait = std::chrono::seconds(2);
+
 struct peer_links_state {
   node_info self;
   peer_timing timing;
   std::vector<peer> peers;
   std::vector<membership_listener> listeners;
+  std::vector<parked_lookup> parked;
   metrics::registry* metrics = nullptr;
   metrics::histogram* ping_seconds = nullptr;
   metrics::counter* raft_sent = nullptr;
@@ -115,6 +127,41 @@ void set_state(self_ptr self, peer& p, const std::string& state, const std::stri
 
 void connect(self_ptr self, size_t index);
 
+caf::error unreachable(const std::string& node_id) {
+  return make_error(errc::unavailable, "node " + node_id + " is not reachable from here");
+}
+
+const peer* linked(self_ptr self, const std::string& node_id) {
+  for (auto& p : self->state.peers)
+    if (p.handle && p.node_id == node_id) return &p;
+  return nullptr;
+}
+
+// A link attempt under way may turn out to be to `node_id` (right after a restart a
+// peer's id is known only from its handshake).
+bool being_linked(self_ptr self, const std::string& node_id) {
+  return std::any_of(self->state.peers.begin(), self->state.peers.end(), [&](const peer& p) {
+    return p.attempt_in_flight && (p.node_id.empty() || p.node_id == node_id);
+  });
+}
+
+// Answers the parked lookups that can be answered now.
+void settle_parked(self_ptr self) {
+  auto& parked = self->state.parked;
+  auto now = self->clock().now();
+  for (auto i = parked.begin(); i != parked.end();) {
+    if (auto* p = linked(self, i->node_id)) {
+      i->rp.deliver(p->handle);
+    } else if (now >= i->until || !being_linked(self, i->node_id)) {
+      i->rp.deliver(unreachable(i->node_id));
+    } else {
+      ++i;
+      continue;
+    }
+    i = parked.erase(i);
+  }
+}
+
 // Forgets the current link and tries again after the backoff.
 void schedule_relink(self_ptr self, size_t index, caf::timespan delay) {
   auto& p = self->state.peers[index];
@@ -137,6 +184,7 @@ void fail_attempt(self_ptr self, size_t index, uint64_t gen, const std::string& 
                   {{"peer", p.address.to_string()}})
     .inc();
   schedule_relink(self, index, state == "refused" ? t.backoff_max : p.backoff);
+  settle_parked(self);
 }
 
 void handshake(self_ptr self, size_t index, uint64_t gen, node_api hdl) {
@@ -162,6 +210,7 @@ void handshake(self_ptr self, size_t index, uint64_t gen, node_api hdl) {
         p.last_contact_ms = wall_clock_ms();
         self->monitor(hdl);
         set_state(self, p, "alive", "");
+        settle_parked(self);
       },
       [=](caf::error& err) {
         if (err == errc::handshake_refused) {
@@ -315,11 +364,17 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         self->state.raft_dropped->inc();
       },
       [=](lookup_atom, const std::string& node_id) -> caf::result<node_api> {
-        for (auto& p : self->state.peers)
-          if (p.handle && p.node_id == node_id) return p.handle;
-        return make_error(errc::unavailable, "node " + node_id + " is not reachable from here");
+        if (auto* p = linked(self, node_id)) return p->handle;
+        // A peer whose link is being made (just after a restart, its node knows the leader
+        // from the leader's own messages before its link back is up): wait for it rather
+        // than fail a request that would succeed a moment later. Not for a peer known down.
+        if (!being_linked(self, node_id)) return unreachable(node_id);
+        auto rp = self->make_response_promise<node_api>();
+        self->state.parked.push_back(parked_lookup{node_id, rp, self->clock().now() + lookup_wait});
+        return rp;
       },
       [=](tick_atom) {
+        settle_parked(self);
         ping_round(self);
         self->delayed_send(self, self->state.timing.ping_interval, tick_atom::value);
       },

@@ -139,7 +139,19 @@ class Node:
         return {m["address"]: m for m in body["members"]}
 
     def signal(self, sig):
+        """Sends `sig`; for SIGSTOP, returns once every thread has stopped (delivery is
+        asynchronous, and a test must not race a node that still runs for a moment)."""
         self.proc.send_signal(sig)
+        if sig == signal.SIGSTOP:
+            wait_until(self._stopped, 5, f"{self.node_id} to stop", interval=0.005)
+
+    def _stopped(self):
+        tasks = f"/proc/{self.proc.pid}/task"
+        try:
+            states = [open(f"{tasks}/{t}/stat").read().rsplit(")", 1)[1].split()[0] for t in os.listdir(tasks)]
+        except FileNotFoundError:
+            return False
+        return all(s in ("T", "t") for s in states)
 
     def kill9(self):
         self.proc.kill()
