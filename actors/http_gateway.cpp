@@ -667,7 +667,7 @@ struct http_gateway::impl {
       ask<bool>(c, [this, c](bool) { send_json(*c, 200, json{{"ok", true}}); }, cache_put_atom::value, c->args[0],
                 value);
     });
-    on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {  // a hit never gets here: answer_from_mirror
+    on("GET", "/v1/cache/{key}", [this](const call_ptr& c) {  // hits were answered on the HTTP loop (answer_from_mirror)
       ask<cache_entry>(
         c, [this, c](cache_entry& r) { send_json(*c, 200, json{{"key", r.key}, {"value", r.value}, {"state", r.state}}); },
         cache_get_atom::value, c->args[0]);

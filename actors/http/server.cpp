@@ -335,13 +335,13 @@ struct server::impl {
       auto& c = i->second;
       if (c.busy || c.in.empty() || c.out.size() - c.sent > max_unsent_bytes) {
         c.serving = false;
-        if (c.read_closed && !c.busy && c.in.empty()) close_when_sent(id, c);
+        if (c.read_closed && !c.busy && c.in.empty()) finish_and_close(id, c);
         return;
       }
       auto r = parse_request(c.in, settings.parse);
       if (r.outcome == parse_result::state::incomplete) {
         c.serving = false;
-        if (c.read_closed) return close_when_sent(id, c);  // the rest will never come
+        if (c.read_closed) return finish_and_close(id, c);  // the rest will never come
         if (r.expects_continue && !c.continue_sent) {
           c.continue_sent = true;
           send_bytes(id, c, std::string{"HTTP/1.1 100 Continue\r\n\r\n"});
@@ -460,7 +460,8 @@ struct server::impl {
     return true;
   }
 
-  void close_when_sent(uint64_t id, connection& c) {
+  // Sends what is owed, then closes: nothing more will be answered on this connection.
+  void finish_and_close(uint64_t id, connection& c) {
     c.close_when_sent = true;
     c.busy = true;
     flush(id, c);
