@@ -138,7 +138,17 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
             });
         return rp;
       },
-      [=](hello_atom, const node_info& peer) -> caf::result<node_info> {
+      [=](hello_atom, const node_info& peer, caf::strong_actor_ptr& api) -> caf::result<node_info> {
+        // CAF 0.17 can lose track of which connection a peer's messages come in on (see
+        // peer_links.cpp); its messages then arrive without a sender and no answer gets back.
+        if (!self->current_sender()) {
+          log::warn("peers", "a handshake from {} at {}:{} arrived without a sender: this node cannot answer it",
+                    peer.node_id, peer.host, peer.port);
+          self->state.metrics
+            ->get_counter("dsync_peer_handshakes_anonymous_total",
+                          "Peer handshakes that arrived without a sender (a CAF routing fault)")
+            .inc();
+        }
         if (auto why = check_compatible(self->state.self, peer)) {
           log::error("peers", "refusing handshake from {} at {}:{}: {}", peer.node_id, peer.host, peer.port, *why);
           self->state.metrics
@@ -147,7 +157,7 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
             .inc();
           return make_error(errc::handshake_refused, *why);
         }
-        self->send(self->state.links, hello_atom::value, peer);
+        self->send(self->state.links, hello_atom::value, peer, caf::actor_cast<node_api>(std::move(api)));
         return self->state.self;
       },
       [=](ping_atom, const std::string&, uint64_t seq) { return seq; },

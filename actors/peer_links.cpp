@@ -23,8 +23,21 @@ peer_timing timing_from(const node_settings& s) {
   t.down_after = ms{s.peer_down_ms};
   t.handshake_timeout = ms{s.peer_down_ms};
   t.backoff_min = 50ms;
-  t.backoff_max = 2s;
+  t.backoff_max = 1s;
+  // Past the connecting peer's longest backoff, so that it normally links first.
+  t.fallback_after = 2s;
   return t;
+}
+
+// Why only one peer of a pair connects. When both connect at once, CAF 0.17 closes one
+// connection as redundant, but removes it from its routing table only later, through its
+// message queue. If a new connection gets the closed socket's file descriptor meanwhile
+// (connection handles are descriptors), that late removal deletes the new connection's
+// entry: the peer's messages on it then arrive without a sender, so no request of the
+// peer is ever answered, while the connection stays up and nothing reports a fault.
+// With one connecting side nothing is closed as redundant.
+bool connects_first(const node_info& self, const peer_address& peer) {
+  return peer_address{self.host, self.port}.to_string() < peer.to_string();
 }
 
 std::optional<std::string> check_compatible(const node_info& mine, const node_info& theirs) {
@@ -50,6 +63,7 @@ const char* const subsystem = "peers";
 
 struct peer {
   peer_address address;
+  bool connects = true;  // we make the connection (lower address); else the peer does
   node_api handle;  // empty while not linked
   std::string node_id;
   uint16_t http_port = 0;
@@ -77,6 +91,7 @@ constexpr auto lookup_wait = std::chrono::seconds(2);
 
 struct peer_links_state {
   node_info self;
+  caf::strong_actor_ptr api;  // ours, sent in handshakes; links wait for it
   peer_timing timing;
   std::vector<peer> peers;
   std::vector<membership_listener> listeners;
@@ -169,6 +184,7 @@ void schedule_relink(self_ptr self, size_t index, caf::timespan delay) {
   p.handle = nullptr;
   p.attempt_in_flight = false;
   auto gen = ++p.generation;
+  if (!p.connects) delay = std::max(delay, self->state.timing.fallback_after);
   self->delayed_send(self, delay, retry_atom::value, uint64_t{index}, gen);
 }
 
@@ -178,6 +194,7 @@ void fail_attempt(self_ptr self, size_t index, uint64_t gen, const std::string& 
   if (gen != p.generation) return;
   auto& t = self->state.timing;
   p.backoff = p.backoff.count() == 0 ? t.backoff_min : std::min(p.backoff * 2, t.backoff_max);
+  log::debug(subsystem, "link attempt {} to {} failed ({}): {}", gen, p.address.to_string(), state, reason);
   set_state(self, p, state, reason);
   self->state.metrics
     ->get_counter("dsync_peer_link_failures_total", "Failed attempts to link to a peer",
@@ -188,7 +205,7 @@ void fail_attempt(self_ptr self, size_t index, uint64_t gen, const std::string& 
 }
 
 void handshake(self_ptr self, size_t index, uint64_t gen, node_api hdl) {
-  self->request(hdl, self->state.timing.handshake_timeout, hello_atom::value, self->state.self)
+  self->request(hdl, self->state.timing.handshake_timeout, hello_atom::value, self->state.self, self->state.api)
     .then(
       [=](node_info& info) {
         auto& p = self->state.peers[index];
@@ -247,6 +264,21 @@ void connect(self_ptr self, size_t index) {
       });
 }
 
+// Links over the connection the peer made: its handshake brought its node API.
+void adopt(self_ptr self, size_t index, node_api hdl) {
+  auto& p = self->state.peers[index];
+  p.attempt_in_flight = true;
+  handshake(self, index, ++p.generation, std::move(hdl));
+}
+
+// Starts linking to a peer that is not linked: at once if we connect, else after a wait
+// for the peer's connection.
+void start_link(self_ptr self, size_t index) {
+  auto& p = self->state.peers[index];
+  if (p.connects) connect(self, index);
+  else schedule_relink(self, index, self->state.timing.fallback_after);
+}
+
 void ping_round(self_ptr self) {
   auto& st = self->state;
   auto now = self->clock().now();
@@ -286,7 +318,7 @@ void ping_round(self_ptr self) {
 }  // namespace
 
 peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
-                                  std::vector<peer_address> addresses, peer_timing timing,
+                                  std::vector<peer_address> addresses, bool joining, peer_timing timing,
                                   metrics::registry& registry) {
   return sys.spawn([=, &registry](self_ptr self) -> peer_links_actor::behavior_type {
     auto& st = self->state;
@@ -298,6 +330,7 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
     for (auto& a : addresses) {
       peer p;
       p.address = a;
+      p.connects = joining || connects_first(self_info, a);
       p.since_ms = wall_clock_ms();
       st.peers.push_back(p);
     }
@@ -316,7 +349,6 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         schedule_relink(self, i, self->state.timing.backoff_min);
       }
     });
-    for (size_t i = 0; i < st.peers.size(); ++i) connect(self, i);
     self->send(self, tick_atom::value);
     return {
       [=](members_atom) {
@@ -328,7 +360,13 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         for (auto& p : self->state.peers) self->send(listener, member_atom::value, status_of(p));
         self->state.listeners.push_back(std::move(listener));
       },
-      [=](hello_atom, const node_info& info) {
+      [=](start_atom, node_api& api) {
+        auto& st = self->state;
+        if (st.api) return;
+        st.api = caf::actor_cast<caf::strong_actor_ptr>(api);
+        for (size_t i = 0; i < st.peers.size(); ++i) start_link(self, i);
+      },
+      [=](hello_atom, const node_info& info, node_api& api) {
         auto& peers = self->state.peers;
         peer_address from{info.host, info.port};
         auto known = std::any_of(peers.begin(), peers.end(), [&](const peer& p) {
@@ -339,6 +377,7 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
           log::info(subsystem, "learned peer {} at {} from its handshake", info.node_id, from.to_string());
           peer p;
           p.address = from;
+          p.connects = connects_first(self->state.self, from);
           p.since_ms = wall_clock_ms();
           peers.push_back(p);
           update_gauges(self);
@@ -348,9 +387,10 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
           if (!same_address(p.address, peer_address{info.host, info.port}) && !(p.node_id == info.node_id && !p.node_id.empty())) continue;
           p.node_id = info.node_id;
           p.http_port = info.http_port;
-          if (!p.handle && !p.attempt_in_flight) {
+          if (!p.handle && !p.attempt_in_flight && self->state.api) {
             p.backoff = {};
-            connect(self, i);
+            if (api) adopt(self, i, api);
+            else connect(self, i);
           }
         }
       },

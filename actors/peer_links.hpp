@@ -3,6 +3,11 @@
 // actors subscribe to.
 //
 // Connecting never blocks: it goes through the middleman actor, with exponential backoff.
+// Of two peers only one connects, the one with the lower address; the other links over
+// that connection when the handshake reaches it, and connects itself only if none came
+// for a while (a peer that does not know it). A node joining a running cluster connects to
+// every member: they do not know it yet. Two nodes connecting to each other at once
+// can leave CAF 0.17 with a route whose messages lose their sender (peer_links.cpp).
 // A link is alive once the peer answered our handshake (node_info) with compatible
 // settings. A closed connection (kill -9, restart) is noticed at once through a monitor's
 // down_msg; a frozen peer (SIGSTOP, partition) is noticed by missed pings: silent for
@@ -25,9 +30,11 @@ namespace dsync {
 using peer_links_actor = caf::typed_actor<
   caf::replies_to<members_atom>::with<std::vector<member_status>>,
   caf::reacts_to<subscribe_atom, membership_listener>,
-  // A peer's handshake reached our node actor: learn its id, and relink at once if our
-  // link to it is down (it has probably just restarted).
-  caf::reacts_to<hello_atom, node_info>,
+  // This node's API, sent along in our handshakes: links are made from then on.
+  caf::reacts_to<start_atom, node_api>,
+  // A peer's handshake reached our node actor (with the peer's API): learn its id, and
+  // if we have no link to it, link over the connection it made.
+  caf::reacts_to<hello_atom, node_info, node_api>,
   // Raft transport: sends the message to the node actor of message.to; dropped (and
   // counted) while that peer is not linked, which Raft tolerates like a lost packet.
   caf::reacts_to<raft_atom, raft::message>,
@@ -43,14 +50,19 @@ struct peer_timing {
   caf::timespan handshake_timeout;
   caf::timespan backoff_min;
   caf::timespan backoff_max;
+  caf::timespan fallback_after;  // the wait before connecting to a peer that should connect to us
 };
 peer_timing timing_from(const node_settings& s);
 
 // Why a peer's settings make it unfit to join us, or nothing when it fits.
 std::optional<std::string> check_compatible(const node_info& mine, const node_info& theirs);
 
+// Whether this node makes the connection to `peer` (the lower address does).
+bool connects_first(const node_info& self, const peer_address& peer);
+
+// joining: this node joins a running cluster (CLUSTER_STATE=existing).
 peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self,
-                                  std::vector<peer_address> peers, peer_timing timing,
+                                  std::vector<peer_address> peers, bool joining, peer_timing timing,
                                   metrics::registry& metrics);
 
 uint64_t wall_clock_ms();

@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
     registry.get_gauge("dsync_node_start_time_seconds", "Start time of this node, seconds since the epoch")
       .set(static_cast<double>(self_info.started_at_ms) / 1000.0);
 
-    auto links = spawn_peer_links(sys, self_info, s.cluster_nodes, timing_from(s), registry);
+    auto links = spawn_peer_links(sys, self_info, s.cluster_nodes, s.join_existing, timing_from(s), registry);
     raft_host_settings rs;
     rs.self = s.node_id;
     rs.queue_shards = s.queue_shards;
@@ -182,6 +182,7 @@ int main(int argc, char** argv) {
     caf::anon_send(queues, queue_attach_atom::value, raft);
     caf::anon_send(cache, cache_attach_atom::value, raft);
     auto node = spawn_node_actor(sys, self_info, links, raft, locks, queues, cache, registry);
+    caf::anon_send(links, start_atom::value, node);
     http_gateway gateway{sys, node, s, registry, cache_lines};
 
     auto port = sys.middleman().publish(node, s.node_port, s.node_host.c_str(), true);

@@ -227,11 +227,16 @@ class Cluster:
     def __exit__(self, exc_type, exc, tb):
         self.kill_all()
         signal.signal(signal.SIGTERM, self._old_term)
-        if exc_type is not None:
+        # A fault that passes unnoticed otherwise: CAF lost the route a peer's messages
+        # come in on, so that node can answer none of that peer's requests.
+        anonymous = [n.node_id for n in self.nodes if "arrived without a sender" in n.log_tail(10**6)]
+        if exc_type is not None or anonymous:
             for n in self.nodes:
                 print(f"--- log of {n.node_id} ---\n{n.log_tail(60)}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if anonymous and exc_type is None:
+            raise AssertionError(f"a peer's handshake arrived without a sender on {', '.join(anonymous)}")
         return False
 
 

@@ -17,7 +17,7 @@ namespace dsync {
 
 // Bumped when the wire format of any message changes; nodes of another major refuse
 // each other at the handshake.
-constexpr uint32_t protocol_version = 2;
+constexpr uint32_t protocol_version = 3;
 extern const char* const software_version;
 
 // Atoms: at most 10 characters, unique across the system (n_ = node, p_ = peer links).
@@ -27,6 +27,7 @@ using hello_atom = caf::atom_constant<caf::atom("p_hello")>;
 using ping_atom = caf::atom_constant<caf::atom("p_ping")>;
 using members_atom = caf::atom_constant<caf::atom("p_members")>;
 using subscribe_atom = caf::atom_constant<caf::atom("p_subscr")>;
+using start_atom = caf::atom_constant<caf::atom("p_start")>;
 using member_atom = caf::atom_constant<caf::atom("p_member")>;
 using retry_atom = caf::atom_constant<caf::atom("p_retry")>;
 using tick_atom = caf::atom_constant<caf::atom("p_tick")>;
@@ -335,8 +336,10 @@ constexpr uint32_t all_shards = 0xffffffff;
 using node_api = caf::typed_actor<
   caf::replies_to<health_atom>::with<health_status>,
   caf::replies_to<cluster_atom>::with<cluster_status>,
-  // Peer handshake: refused with errc::handshake_refused when cluster settings disagree.
-  caf::replies_to<hello_atom, node_info>::with<node_info>,
+  // Peer handshake (the caller's info and its own node API, so that the called node can
+  // link back over the same connection): refused with errc::handshake_refused when
+  // cluster settings disagree.
+  caf::replies_to<hello_atom, node_info, caf::strong_actor_ptr>::with<node_info>,
   // Liveness probe between peers: (sender node id, sequence) -> sequence.
   caf::replies_to<ping_atom, std::string, uint64_t>::with<uint64_t>,
   // Raft traffic between nodes, dispatched to the local actor of message.group.

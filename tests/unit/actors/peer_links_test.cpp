@@ -1,6 +1,11 @@
 // Peer links between two actor systems in one process, over real loopback sockets:
-// handshake, subscription events, refusal of an incompatible peer, loss of a peer.
+// handshake, subscription events, refusal of an incompatible peer, loss of a peer, which
+// side connects.
 #include <doctest/doctest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -31,8 +36,21 @@ node_info info_of(const std::string& id, const std::string& cluster = "c1") {
   return i;
 }
 
+// fallback_after is long, so that a link made within it was made by the connecting side.
 peer_timing fast_timing() {
-  return peer_timing{50ms, 300ms, 800ms, 800ms, 20ms, 200ms};
+  return peer_timing{50ms, 300ms, 800ms, 800ms, 20ms, 200ms, 3s};
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 // One node: an actor system with its node actor published on a free loopback port.
@@ -45,13 +63,22 @@ struct test_node {
   node_api node;
   uint16_t port = 0;
 
-  test_node(node_info self, std::vector<peer_address> peers) : info(std::move(self)) {
-    links = spawn_peer_links(sys, info, std::move(peers), fast_timing(), registry);
+  test_node(node_info self, std::vector<peer_address> peers, uint16_t at = free_port(), bool joining = false)
+      : info(std::move(self)) {
+    info.port = at;
+    links = spawn_peer_links(sys, info, std::move(peers), joining, fast_timing(), registry);
     node = spawn_node_actor(sys, info, links, raft_host_actor{}, lock_service_actor{}, queue_service_actor{},
                             cache_service_actor{}, registry);  // no Raft, locks, queues or cache here
-    auto p = sys.middleman().publish(node, 0, "127.0.0.1", true);
+    caf::anon_send(links, start_atom::value, node);
+    auto p = sys.middleman().publish(node, at, "127.0.0.1", true);
     REQUIRE(p);
     port = *p;
+  }
+  peer_address address() const { return peer_address{"127.0.0.1", port}; }
+  double link_failures(const peer_address& to) {
+    return registry
+      .get_counter("dsync_peer_link_failures_total", "Failed attempts to link to a peer", {{"peer", to.to_string()}})
+      .value();
   }
   ~test_node() { stop(); }
   void stop() {
@@ -104,6 +131,61 @@ TEST_CASE("a peer becomes alive after the handshake, subscribers see it, and see
   auto down = next_event(self, "down");
   CHECK(down.node_id == "a");
   CHECK_FALSE(down.reason.empty());
+}
+
+// Two ports, the first the lower address: the side that connects.
+std::pair<uint16_t, uint16_t> ordered_ports() {
+  auto x = free_port();
+  auto y = free_port();
+  while (y == x) y = free_port();
+  auto addr = [](uint16_t p) { return peer_address{"127.0.0.1", p}.to_string(); };
+  if (addr(y) < addr(x)) std::swap(x, y);
+  return {x, y};
+}
+
+TEST_CASE("of two peers configured with each other only the lower connects; the other links over its connection") {
+  auto [low, high] = ordered_ports();
+  // The higher starts first, so that the lower finds it listening.
+  test_node h{info_of("h"), {peer_address{"127.0.0.1", low}}, high};
+  test_node l{info_of("l"), {peer_address{"127.0.0.1", high}}, low};
+  CHECK(connects_first(l.info, h.address()));
+  CHECK_FALSE(connects_first(h.info, l.address()));
+  caf::scoped_actor on_h{h.sys};
+  caf::scoped_actor on_l{l.sys};
+  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
+  on_l->send(l.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_l));
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(next_event(on_l, "alive").node_id == "h");
+  CHECK(next_event(on_h, "alive").node_id == "l");
+  // Well within fallback_after: h did not wait to connect itself, it used l's connection.
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  CHECK(h.link_failures(l.address()) == 0);
+}
+
+TEST_CASE("a higher peer that the lower does not know connects itself after fallback_after") {
+  auto [low, high] = ordered_ports();
+  test_node l{info_of("l"), {}, low};
+  test_node h{info_of("h"), {peer_address{"127.0.0.1", low}}, high};
+  caf::scoped_actor on_h{h.sys};
+  caf::scoped_actor on_l{l.sys};
+  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
+  on_l->send(l.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_l));
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(next_event(on_h, "alive").node_id == "l");
+  CHECK(std::chrono::steady_clock::now() - t0 >= 2500ms);  // waited for l first
+  // l learned h from its handshake and linked back over h's connection.
+  CHECK(next_event(on_l, "alive").node_id == "h");
+}
+
+TEST_CASE("a node joining a running cluster connects at once, even to lower addresses") {
+  auto [low, high] = ordered_ports();
+  test_node l{info_of("l"), {}, low};
+  test_node h{info_of("h"), {peer_address{"127.0.0.1", low}}, high, true};
+  caf::scoped_actor on_h{h.sys};
+  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(next_event(on_h, "alive").node_id == "l");
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
 
 TEST_CASE("a peer of another cluster is refused on both sides, with the reason") {
