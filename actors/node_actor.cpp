@@ -161,7 +161,7 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
         return self->state.self;
       },
       [=](ping_atom, const std::string&, uint64_t seq) { return seq; },
-      [=](raft_atom, raft::message& m) { self->send(self->state.raft, raft_atom::value, std::move(m)); },
+      [=](raft_atom, std::vector<raft::message>& ms) { self->send(self->state.raft, raft_atom::value, std::move(ms)); },
       [=](kv_put_atom, std::string& key, std::string& value, bool forwarded) -> caf::result<uint64_t> {
         if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);
         if (value.size() > kv::max_value_bytes)

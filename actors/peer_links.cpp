@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "actors/log.hpp"
 
@@ -96,9 +97,12 @@ struct peer_links_state {
   std::vector<peer> peers;
   std::vector<membership_listener> listeners;
   std::vector<parked_lookup> parked;
+  std::map<std::string, std::vector<raft::message>> outbox;  // by node id, until raft_flush_atom
+  bool flush_scheduled = false;
   metrics::registry* metrics = nullptr;
   metrics::histogram* ping_seconds = nullptr;
   metrics::counter* raft_sent = nullptr;
+  metrics::counter* raft_batches = nullptr;
   metrics::counter* raft_dropped = nullptr;
   static const char* name;
 };
@@ -335,6 +339,8 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
       st.peers.push_back(p);
     }
     st.raft_sent = &registry.get_counter("dsync_raft_messages_sent_total", "Raft messages sent to peers");
+    st.raft_batches = &registry.get_counter("dsync_raft_batches_sent_total",
+                                            "Sends of Raft messages to peers (each carries all ready for that peer)");
     st.raft_dropped = &registry.get_counter("dsync_raft_messages_unroutable_total",
                                             "Raft messages dropped because their peer was not linked");
     update_gauges(self);
@@ -395,13 +401,26 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         }
       },
       [=](raft_atom, raft::message& m) {
-        for (auto& p : self->state.peers)
-          if (p.handle && p.node_id == m.to) {
-            self->state.raft_sent->inc();
-            self->send(p.handle, raft_atom::value, std::move(m));
-            return;
+        auto& st = self->state;
+        st.outbox[m.to].push_back(std::move(m));
+        if (st.flush_scheduled) return;
+        st.flush_scheduled = true;
+        self->send(self, raft_flush_atom::value);
+      },
+      [=](raft_flush_atom) {
+        auto& st = self->state;
+        st.flush_scheduled = false;
+        for (auto& [to, msgs] : st.outbox) {
+          if (msgs.empty()) continue;
+          if (auto* p = linked(self, to)) {
+            st.raft_sent->inc(static_cast<double>(msgs.size()));
+            st.raft_batches->inc();
+            self->send(p->handle, raft_atom::value, std::move(msgs));
+          } else {
+            st.raft_dropped->inc(static_cast<double>(msgs.size()));
           }
-        self->state.raft_dropped->inc();
+          msgs.clear();
+        }
       },
       [=](lookup_atom, const std::string& node_id) -> caf::result<node_api> {
         if (auto* p = linked(self, node_id)) return p->handle;

@@ -37,7 +37,9 @@ using peer_links_actor = caf::typed_actor<
   caf::reacts_to<hello_atom, node_info, node_api>,
   // Raft transport: sends the message to the node actor of message.to; dropped (and
   // counted) while that peer is not linked, which Raft tolerates like a lost packet.
-  caf::reacts_to<raft_atom, raft::message>,
+  // The messages for one peer already in the mailbox go out together (raft_flush_atom,
+  // internal): after a tick, every group's heartbeat to a peer is one message.
+  caf::reacts_to<raft_atom, raft::message>, caf::reacts_to<raft_flush_atom>,
   // The node API of a linked peer, by node id; errc::unavailable if it is not linked.
   caf::replies_to<lookup_atom, std::string>::with<node_api>,
   // Internal timers; stale ones are recognised by their generation number.

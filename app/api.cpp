@@ -50,6 +50,7 @@ void register_types(caf::actor_system_config& cfg) {
   cfg.add_message_type<cache_entry>("dsync::cache_entry");
   cfg.add_message_type<cache_stats>("dsync::cache_stats");
   cfg.add_message_type<raft::message>("dsync::raft::message");
+  cfg.add_message_type<std::vector<raft::message>>("std::vector<dsync::raft::message>");
   cfg.add_message_type<node_api>("dsync::node_api");
   cfg.add_message_type<membership_listener>("dsync::membership_listener");
   cfg.add_error_category(caf::atom("dsync"), [](uint8_t code, caf::atom_value, const caf::message& ctx) {

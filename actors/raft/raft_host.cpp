@@ -66,6 +66,25 @@ void maybe_bootstrap(self_ptr self) {
   }
 }
 
+// A message from a peer, to the actor of its group.
+void deliver(self_ptr self, raft::message& m) {
+  auto& st = self->state;
+  auto g = st.groups.find(m.group);
+  // A queue shard's leader adds this node to the shard (rebalancing after a
+  // membership change): start the group empty, to be filled by its leader.
+  bool shard = m.group >= shard_group(0) && m.group < shard_group(st.settings.queue_shards);
+  if (g == st.groups.end() && shard && st.groups.count(control_group)) {
+    log::info("raft", "group {}: joining at the request of {}", m.group, m.from);
+    start_group(self, m.group, raft::configuration{});
+    g = st.groups.find(m.group);
+  }
+  if (g == st.groups.end()) {
+    st.dropped->inc();
+    return;
+  }
+  self->send(g->second, raft_atom::value, std::move(m));
+}
+
 caf::result<std::string> no_group(uint64_t group) {
   return make_error(errc::unavailable, "Raft group " + std::to_string(group) + " is not running on this node yet");
 }
@@ -99,22 +118,8 @@ raft_host_actor spawn_raft_host(caf::actor_system& sys, raft_host_settings setti
         for (auto& [id, g] : self->state.groups) self->send(g, raft_tick_atom::value);
         self->delayed_send(self, self->state.settings.group_defaults.tick_interval, raft_tick_atom::value);
       },
-      [=](raft_atom, raft::message& m) {
-        auto& st = self->state;
-        auto g = st.groups.find(m.group);
-        // A queue shard's leader adds this node to the shard (rebalancing after a
-        // membership change): start the group empty, to be filled by its leader.
-        bool shard = m.group >= shard_group(0) && m.group < shard_group(st.settings.queue_shards);
-        if (g == st.groups.end() && shard && st.groups.count(control_group)) {
-          log::info("raft", "group {}: joining at the request of {}", m.group, m.from);
-          start_group(self, m.group, raft::configuration{});
-          g = st.groups.find(m.group);
-        }
-        if (g == st.groups.end()) {
-          st.dropped->inc();
-          return;
-        }
-        self->send(g->second, raft_atom::value, std::move(m));
+      [=](raft_atom, std::vector<raft::message>& ms) {
+        for (auto& m : ms) deliver(self, m);
       },
       [=](propose_atom, uint64_t group, std::string& command) -> caf::result<std::string> {
         auto g = self->state.groups.find(group);

@@ -20,7 +20,8 @@
 namespace dsync {
 
 using raft_host_actor = caf::typed_actor<
-  caf::reacts_to<raft_atom, raft::message>,
+  // Messages from peers, each to the actor of its group.
+  caf::reacts_to<raft_atom, std::vector<raft::message>>,
   // (group, command) on the local replica: errc::not_leader(leader id) on a follower.
   caf::replies_to<propose_atom, uint64_t, std::string>::with<std::string>,
   // (group, query, linearizable) on the local replica.

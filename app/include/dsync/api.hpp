@@ -38,6 +38,7 @@ using status_atom = caf::atom_constant<caf::atom("r_status")>;
 using synced_atom = caf::atom_constant<caf::atom("r_synced")>;
 using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
 using raft_drive_atom = caf::atom_constant<caf::atom("r_drive")>;
+using raft_flush_atom = caf::atom_constant<caf::atom("r_flush")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
 using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
 using member_change_atom = caf::atom_constant<caf::atom("r_member")>;
@@ -342,8 +343,9 @@ using node_api = caf::typed_actor<
   caf::replies_to<hello_atom, node_info, caf::strong_actor_ptr>::with<node_info>,
   // Liveness probe between peers: (sender node id, sequence) -> sequence.
   caf::replies_to<ping_atom, std::string, uint64_t>::with<uint64_t>,
-  // Raft traffic between nodes, dispatched to the local actor of message.group.
-  caf::reacts_to<raft_atom, raft::message>,
+  // Raft traffic between nodes, each message dispatched to the local actor of its group
+  // (the messages of all groups for one node that were ready at once travel together).
+  caf::reacts_to<raft_atom, std::vector<raft::message>>,
   // Replicated key-value store. put/del answer the revision (log index) of the write;
   // get(key, linearizable) answers the entry or errc::not_found. Any node serves any
   // request; the forwarded flag (set by nodes, not clients) stops a second forward.
