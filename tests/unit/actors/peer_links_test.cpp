@@ -75,6 +75,7 @@ struct test_node {
     port = *p;
   }
   peer_address address() const { return peer_address{"127.0.0.1", port}; }
+
   double link_failures(const peer_address& to) {
     return registry
       .get_counter("dsync_peer_link_failures_total", "Failed attempts to link to a peer", {{"peer", to.to_string()}})
@@ -90,45 +91,52 @@ struct test_node {
   }
 };
 
-// Waits for the next membership event whose state is `state`, skipping others.
-member_status next_event(caf::scoped_actor& self, const std::string& state) {
-  member_status found;
-  bool done = false;
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (!done && std::chrono::steady_clock::now() < deadline) {
-    self->receive([&](member_atom, member_status& m) {
-                    if (m.state == state) {
-                      found = m;
-                      done = true;
-                    }
-                  },
-                  caf::after(std::chrono::milliseconds(100)) >> [] {});
+// Receives the membership events of a node's links.
+struct watcher {
+  caf::scoped_actor self;
+  explicit watcher(test_node& n) : self{n.sys} {
+    self->send(n.links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
   }
-  REQUIRE_MESSAGE(done, "no member event with state " << state);
-  return found;
-}
+
+  // Waits for the next event whose state is `state`, skipping others.
+  member_status next(const std::string& state) {
+    member_status found;
+    bool done = false;
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (!done && std::chrono::steady_clock::now() < deadline) {
+      self->receive([&](member_atom, member_status& m) {
+                      if (m.state == state) {
+                        found = m;
+                        done = true;
+                      }
+                    },
+                    caf::after(std::chrono::milliseconds(100)) >> [] {});
+    }
+    REQUIRE_MESSAGE(done, "no member event with state " << state);
+    return found;
+  }
+};
 
 }  // namespace
 
 TEST_CASE("a peer becomes alive after the handshake, subscribers see it, and see it go down") {
   auto a = std::make_unique<test_node>(info_of("a"), std::vector<peer_address>{});
   test_node b{info_of("b"), {peer_address{"127.0.0.1", a->port}}};
-  caf::scoped_actor self{b.sys};
-  self->send(b.links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
-  auto alive = next_event(self, "alive");
+  watcher events{b};
+  auto alive = events.next("alive");
   CHECK(alive.node_id == "a");
   CHECK(alive.address == "127.0.0.1:" + std::to_string(a->port));
   CHECK(alive.last_contact_ms > 0);
 
   std::vector<member_status> members;
-  self->request(b.links, 2s, members_atom::value).receive(
+  events.self->request(b.links, 2s, members_atom::value).receive(
     [&](std::vector<member_status>& m) { members = m; }, [](caf::error& e) { FAIL(caf::to_string(e)); });
   REQUIRE(members.size() == 1);
   CHECK(members[0].state == "alive");
   CHECK(b.registry.get_gauge("dsync_peers", "Peers of this node by link state", {{"state", "alive"}}).value() == 1);
 
   a.reset();  // the whole actor system of a goes away, closing the connection
-  auto down = next_event(self, "down");
+  auto down = events.next("down");
   CHECK(down.node_id == "a");
   CHECK_FALSE(down.reason.empty());
 }
@@ -150,13 +158,11 @@ TEST_CASE("of two peers configured with each other only the lower connects; the 
   test_node l{info_of("l"), {peer_address{"127.0.0.1", high}}, low};
   CHECK(connects_first(l.info, h.address()));
   CHECK_FALSE(connects_first(h.info, l.address()));
-  caf::scoped_actor on_h{h.sys};
-  caf::scoped_actor on_l{l.sys};
-  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
-  on_l->send(l.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_l));
+  watcher on_h{h};
+  watcher on_l{l};
   auto t0 = std::chrono::steady_clock::now();
-  CHECK(next_event(on_l, "alive").node_id == "h");
-  CHECK(next_event(on_h, "alive").node_id == "l");
+  CHECK(on_l.next("alive").node_id == "h");
+  CHECK(on_h.next("alive").node_id == "l");
   // Well within fallback_after: h did not wait to connect itself, it used l's connection.
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);
   CHECK(h.link_failures(l.address()) == 0);
@@ -166,34 +172,30 @@ TEST_CASE("a higher peer that the lower does not know connects itself after fall
   auto [low, high] = ordered_ports();
   test_node l{info_of("l"), {}, low};
   test_node h{info_of("h"), {peer_address{"127.0.0.1", low}}, high};
-  caf::scoped_actor on_h{h.sys};
-  caf::scoped_actor on_l{l.sys};
-  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
-  on_l->send(l.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_l));
+  watcher on_h{h};
+  watcher on_l{l};
   auto t0 = std::chrono::steady_clock::now();
-  CHECK(next_event(on_h, "alive").node_id == "l");
+  CHECK(on_h.next("alive").node_id == "l");
   CHECK(std::chrono::steady_clock::now() - t0 >= 2500ms);  // waited for l first
   // l learned h from its handshake and linked back over h's connection.
-  CHECK(next_event(on_l, "alive").node_id == "h");
+  CHECK(on_l.next("alive").node_id == "h");
 }
 
 TEST_CASE("a node joining a running cluster connects at once, even to lower addresses") {
   auto [low, high] = ordered_ports();
   test_node l{info_of("l"), {}, low};
   test_node h{info_of("h"), {peer_address{"127.0.0.1", low}}, high, true};
-  caf::scoped_actor on_h{h.sys};
-  on_h->send(h.links, subscribe_atom::value, caf::actor_cast<membership_listener>(on_h));
+  watcher on_h{h};
   auto t0 = std::chrono::steady_clock::now();
-  CHECK(next_event(on_h, "alive").node_id == "l");
+  CHECK(on_h.next("alive").node_id == "l");
   CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
 
 TEST_CASE("a peer of another cluster is refused on both sides, with the reason") {
   test_node a{info_of("a", "c1"), {}};
   test_node b{info_of("b", "c2"), {peer_address{"127.0.0.1", a.port}}};
-  caf::scoped_actor self{b.sys};
-  self->send(b.links, subscribe_atom::value, caf::actor_cast<membership_listener>(self));
-  auto refused = next_event(self, "refused");
+  watcher events{b};
+  auto refused = events.next("refused");
   CHECK(refused.reason.find("cluster id") != std::string::npos);
   CHECK(a.registry.get_counter("dsync_peer_handshakes_refused_total",
                                "Handshakes refused because cluster settings disagree", {{"by", "us"}})
