@@ -393,10 +393,9 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
           if (!same_address(p.address, peer_address{info.host, info.port}) && !(p.node_id == info.node_id && !p.node_id.empty())) continue;
           p.node_id = info.node_id;
           p.http_port = info.http_port;
-          if (!p.handle && !p.attempt_in_flight && self->state.api) {
+          if (!p.handle && !p.attempt_in_flight && self->state.api && api) {
             p.backoff = {};
-            if (api) adopt(self, i, api);
-            else connect(self, i);
+            adopt(self, i, api);
           }
         }
       },
