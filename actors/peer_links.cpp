@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <random>
 
 #include "actors/log.hpp"
 
@@ -98,6 +99,7 @@ struct peer_links_state {
   std::vector<membership_listener> listeners;
   std::vector<parked_lookup> parked;
   std::map<std::string, std::vector<raft::message>> outbox;  // by node id, until raft_flush_atom
+  std::minstd_rand rng{std::random_device{}()};
   bool flush_scheduled = false;
   metrics::registry* metrics = nullptr;
   metrics::histogram* ping_seconds = nullptr;
@@ -181,6 +183,15 @@ void settle_parked(self_ptr self) {
   }
 }
 
+// fallback_after plus up to half of it at random: two nodes that both wait for the other
+// (their configured addresses do not order them the same way, e.g. host names on one side
+// and IP addresses on the other) do not then connect at the same moment.
+caf::timespan fallback_delay(self_ptr self) {
+  auto base = self->state.timing.fallback_after;
+  std::uniform_int_distribution<caf::timespan::rep> extra{0, base.count() / 2};
+  return base + caf::timespan{extra(self->state.rng)};
+}
+
 // Forgets the current link and tries again after the backoff.
 void schedule_relink(self_ptr self, size_t index, caf::timespan delay) {
   auto& p = self->state.peers[index];
@@ -188,7 +199,7 @@ void schedule_relink(self_ptr self, size_t index, caf::timespan delay) {
   p.handle = nullptr;
   p.attempt_in_flight = false;
   auto gen = ++p.generation;
-  if (!p.connects) delay = std::max(delay, self->state.timing.fallback_after);
+  if (!p.connects) delay = std::max(delay, fallback_delay(self));
   self->delayed_send(self, delay, retry_atom::value, uint64_t{index}, gen);
 }
 
@@ -280,7 +291,7 @@ void adopt(self_ptr self, size_t index, node_api hdl) {
 void start_link(self_ptr self, size_t index) {
   auto& p = self->state.peers[index];
   if (p.connects) connect(self, index);
-  else schedule_relink(self, index, self->state.timing.fallback_after);
+  else schedule_relink(self, index, fallback_delay(self));
 }
 
 void ping_round(self_ptr self) {

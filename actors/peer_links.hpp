@@ -52,7 +52,7 @@ struct peer_timing {
   caf::timespan handshake_timeout;
   caf::timespan backoff_min;
   caf::timespan backoff_max;
-  caf::timespan fallback_after;  // the wait before connecting to a peer that should connect to us
+  caf::timespan fallback_after;  // the wait (plus up to half of it) before connecting to a peer that should connect to us
 };
 peer_timing timing_from(const node_settings& s);
 
