@@ -25,7 +25,8 @@ peer_timing timing_from(const node_settings& s) {
   t.down_after = ms{s.peer_down_ms};
   t.handshake_timeout = ms{s.peer_down_ms};
   t.backoff_min = 50ms;
-  t.backoff_max = 1s;
+  // Short: a restarted peer waits for us to connect to it (see connects_first).
+  t.backoff_max = 250ms;
   // Past the connecting peer's longest backoff, so that it normally links first.
   t.fallback_after = 2s;
   return t;
@@ -90,6 +91,10 @@ struct parked_lookup {
 
 // Long enough for a handshake between live nodes, short of the callers' 3 s.
 constexpr auto lookup_wait = std::chrono::seconds(2);
+
+// A peer that refused us (other cluster settings) is asked again this rarely: each refusal
+// is logged as an error on its side.
+constexpr auto refused_retry = std::chrono::seconds(2);
 
 struct peer_links_state {
   node_info self;
@@ -215,7 +220,7 @@ void fail_attempt(self_ptr self, size_t index, uint64_t gen, const std::string& 
     ->get_counter("dsync_peer_link_failures_total", "Failed attempts to link to a peer",
                   {{"peer", p.address.to_string()}})
     .inc();
-  schedule_relink(self, index, state == "refused" ? t.backoff_max : p.backoff);
+  schedule_relink(self, index, state == "refused" ? caf::timespan{refused_retry} : p.backoff);
   settle_parked(self);
 }
 
