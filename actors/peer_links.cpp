@@ -296,7 +296,7 @@ void adopt(self_ptr self, size_t index, node_api hdl) {
 void start_link(self_ptr self, size_t index) {
   auto& p = self->state.peers[index];
   if (p.connects) connect(self, index);
-  else schedule_relink(self, index, fallback_delay(self));
+  else schedule_relink(self, index, caf::timespan{0});  // which waits fallback_delay for such a peer
 }
 
 void ping_round(self_ptr self) {
