@@ -75,8 +75,9 @@ def test_eviction_writes_back_and_delete_and_invalidate():
         a, b, _ = c.nodes
         for i in range(3):
             assert put(a, f"e{i}", f"v{i}")[0] == 200
-        # Capacity 2: the least recently used dirty line went back to Redis.
-        assert redis_get(redis, "e0") == "v0", "an evicted dirty line was not written back"
+        # Capacity 2: the least recently used dirty line goes back to Redis. The put that
+        # evicted it does not wait for that write (the home directory does it), so poll.
+        wait_until(lambda: redis_get(redis, "e0") == "v0", 5, "the evicted dirty line e0 in Redis")
         assert get(b, "e0")[1]["value"] == "v0"
         # Invalidate writes dirty data back and drops every copy; the next read misses.
         assert put(a, "inv", "dirty")[0] == 200
