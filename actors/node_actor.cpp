@@ -160,7 +160,9 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
         self->send(self->state.links, hello_atom::value, peer, caf::actor_cast<node_api>(std::move(api)));
         return self->state.self;
       },
-      [=](ping_atom, const std::string&, uint64_t seq) { return seq; },
+      [=](ping_atom a, std::string& from, uint64_t seq) {
+        return self->delegate(self->state.links, a, std::move(from), seq);
+      },
       [=](raft_atom, std::vector<raft::message>& ms) { self->send(self->state.raft, raft_atom::value, std::move(ms)); },
       [=](kv_put_atom, std::string& key, std::string& value, bool forwarded) -> caf::result<uint64_t> {
         if (auto bad = check_key(key)) return make_error(errc::bad_request, *bad);

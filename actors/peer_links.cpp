@@ -4,6 +4,7 @@
 #include <chrono>
 #include <map>
 #include <random>
+#include <utility>
 
 #include "actors/log.hpp"
 
@@ -106,6 +107,7 @@ struct peer_links_state {
   std::map<std::string, std::vector<raft::message>> outbox;  // by node id, until raft_flush_atom
   std::minstd_rand rng{std::random_device{}()};
   bool flush_scheduled = false;
+  caf::actor_clock::time_point last_ping_round{};
   metrics::registry* metrics = nullptr;
   metrics::histogram* ping_seconds = nullptr;
   metrics::counter* raft_sent = nullptr;
@@ -240,12 +242,13 @@ void handshake(self_ptr self, size_t index, uint64_t gen, node_api hdl) {
           fail_attempt(self, index, gen, "refused", *why);
           return;
         }
+        bool fresh = !p.handle || p.handle.address() != hdl.address();  // else monitored already
         p.handle = hdl;
         p.attempt_in_flight = false;
         p.backoff = {};
         p.last_contact = self->clock().now();
         p.last_contact_ms = wall_clock_ms();
-        self->monitor(hdl);
+        if (fresh) self->monitor(hdl);
         set_state(self, p, "alive", "");
         settle_parked(self);
       },
@@ -299,9 +302,30 @@ void start_link(self_ptr self, size_t index) {
   else schedule_relink(self, index, caf::timespan{0});  // which waits fallback_delay for such a peer
 }
 
+// Silence of a peer counts from its last contact; if this node itself did not run for a
+// while (SIGSTOP, a stalled VM), that silence says nothing about the peers, and judging
+// them by it would declare every peer down on waking: they get a fresh window instead.
+void forgive_own_pause(self_ptr self, caf::actor_clock::time_point now) {
+  auto& st = self->state;
+  auto last = std::exchange(st.last_ping_round, now);
+  if (last == caf::actor_clock::time_point{} || now - last < st.timing.suspect_after) return;
+  log::warn(subsystem, "this node did not run for {} ms: its peers are judged afresh",
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - last).count());
+  for (auto& p : st.peers)
+    if (p.handle) p.last_contact = std::max(p.last_contact, now - st.timing.ping_interval);
+}
+
+// A peer's message proves it is there now.
+void heard_from(self_ptr self, peer& p) {
+  p.last_contact = self->clock().now();
+  p.last_contact_ms = wall_clock_ms();
+  if (p.state == "suspected") set_state(self, p, "alive", "");
+}
+
 void ping_round(self_ptr self) {
   auto& st = self->state;
   auto now = self->clock().now();
+  forgive_own_pause(self, now);
   for (size_t i = 0; i < st.peers.size(); ++i) {
     auto& p = st.peers[i];
     if (!p.handle) continue;
@@ -322,14 +346,16 @@ void ping_round(self_ptr self) {
     auto sent = now;
     self->request(p.handle, st.timing.down_after, ping_atom::value, st.self.node_id, ++p.ping_seq)
       .then(
-        [=](uint64_t) {
+        [=](bool linked_there) {
           auto& q = self->state.peers[i];
           if (gen != q.generation) return;
-          auto at = self->clock().now();
-          q.last_contact = at;
-          q.last_contact_ms = wall_clock_ms();
-          self->state.ping_seconds->observe(std::chrono::duration<double>(at - sent).count());
-          if (q.state == "suspected") set_state(self, q, "alive", "");
+          heard_from(self, q);
+          self->state.ping_seconds->observe(std::chrono::duration<double>(q.last_contact - sent).count());
+          if (!linked_there && !q.attempt_in_flight) {
+            log::info(subsystem, "peer {} dropped its link to us: handshaking again", q.node_id);
+            q.attempt_in_flight = true;
+            handshake(self, i, ++q.generation, q.handle);
+          }
         },
         [](caf::error&) { /* silence is judged by the next round */ });
   }
@@ -409,11 +435,25 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
           if (!same_address(p.address, peer_address{info.host, info.port}) && !(p.node_id == info.node_id && !p.node_id.empty())) continue;
           p.node_id = info.node_id;
           p.http_port = info.http_port;
+          if (p.handle && api && p.handle.address() != api.address()) {
+            // Restarted before we noticed (its old connection's down message is still on
+            // its way): link over its new connection now rather than after our fallback wait.
+            log::info(subsystem, "peer {} is back with a new API: linking to it", info.node_id);
+            self->demonitor(p.handle.address());
+            p.handle = nullptr;
+            p.attempt_in_flight = false;
+          } else if (p.handle) {
+            // It made a new connection to us (it had found us silent): we are linked already.
+            heard_from(self, p);
+          }
           if (!p.handle && !p.attempt_in_flight && self->state.api && api) {
             p.backoff = {};
             adopt(self, i, api);
           }
         }
+      },
+      [=](ping_atom, const std::string& from, uint64_t) {
+        return linked(self, from) != nullptr || being_linked(self, from);
       },
       [=](raft_atom, raft::message& m) {
         auto& st = self->state;

@@ -35,6 +35,10 @@ using peer_links_actor = caf::typed_actor<
   // A peer's handshake reached our node actor (with the peer's API): learn its id, and
   // if we have no link to it, link over the connection it made.
   caf::reacts_to<hello_atom, node_info, node_api>,
+  // A peer's ping (its node id, sequence): answers whether it is linked here. One side may
+  // have dropped a link the other still holds (it found the other silent, e.g. while that
+  // one was paused); the pinger then handshakes again, over the same connection.
+  caf::replies_to<ping_atom, std::string, uint64_t>::with<bool>,
   // Raft transport: sends the message to the node actor of message.to; dropped (and
   // counted) while that peer is not linked, which Raft tolerates like a lost packet.
   // The messages for one peer already in the mailbox go out together (raft_flush_atom,

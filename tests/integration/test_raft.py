@@ -2,6 +2,7 @@
 kill -9 of the leader (repeatedly) with committed data surviving, SIGSTOP of the leader
 beyond the election timeout, and a 5-node cluster losing two nodes."""
 import random
+import os
 import signal
 import statistics
 import subprocess
@@ -113,7 +114,17 @@ def test_leader_sigstop_then_sigcont():
             new = wait_until(lambda: agreed_leader(others), 5, "a new leader among the others")
             assert new != old.node_id
         finally:
+            log_before_wake = os.path.getsize(old.log_path)
             old.signal(signal.SIGCONT)
+        # On waking it judges its peers afresh, not by the silence of its own pause: they
+        # stay linked (declaring them down would leave it waiting 2-3 s for the one of the
+        # pair that connects to connect again, while they see it linked).
+        wait_until(lambda: all(m["state"] in ("alive", "self") for m in old.members().values()), 5,
+                   f"{old.node_id} to see its peers alive")
+        with open(old.log_path, errors="replace") as f:
+            f.seek(log_before_wake)
+            woke = f.read()
+        assert "did not run for" in woke and "is down" not in woke, woke
         # The old leader rejoins as a follower without deposing the new leader.
         wait_until(lambda: agreed_leader(c.nodes) == new, 10, "all nodes to follow the new leader")
         term = group0(by_id(c, new))["term"]

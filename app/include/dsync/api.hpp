@@ -17,7 +17,7 @@ namespace dsync {
 
 // Bumped when the wire format of any message changes; nodes of another major refuse
 // each other at the handshake.
-constexpr uint32_t protocol_version = 3;
+constexpr uint32_t protocol_version = 4;
 extern const char* const software_version;
 
 // Atoms: at most 10 characters, unique across the system (n_ = node, p_ = peer links).
@@ -341,8 +341,9 @@ using node_api = caf::typed_actor<
   // link back over the same connection): refused with errc::handshake_refused when
   // cluster settings disagree.
   caf::replies_to<hello_atom, node_info, caf::strong_actor_ptr>::with<node_info>,
-  // Liveness probe between peers: (sender node id, sequence) -> sequence.
-  caf::replies_to<ping_atom, std::string, uint64_t>::with<uint64_t>,
+  // Liveness probe between peers: (sender node id, sequence) -> whether the sender is
+  // linked here (false: this node dropped its link, and the sender should handshake again).
+  caf::replies_to<ping_atom, std::string, uint64_t>::with<bool>,
   // Raft traffic between nodes, each message dispatched to the local actor of its group
   // (the messages of all groups for one node that were ready at once travel together).
   caf::reacts_to<raft_atom, std::vector<raft::message>>,
