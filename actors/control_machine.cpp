@@ -8,6 +8,22 @@ namespace {
 constexpr char kv_tag = 'K';
 constexpr char lock_tag = 'L';
 constexpr char cache_tag = 'C';
+constexpr char address_tag = 'A';
+
+void put_address(std::string& out, const std::string& node_id, const std::string& host, uint16_t port) {
+  codec::put_string(out, node_id);
+  codec::put_string(out, host);
+  codec::put_u64(out, port);
+}
+
+bool get_address(codec::reader& r, std::string& node_id, std::string& host, uint16_t& port) {
+  uint64_t p = 0;
+  if (!r.get_string(node_id) || !r.get_string(host) || !r.get_u64(p)) return false;
+  if (node_id.empty() || node_id.size() > 64 || host.size() > 255 || p > 65535 || (p != 0 && host.empty()))
+    return false;
+  port = static_cast<uint16_t>(p);
+  return true;
+}
 
 std::string encode_members(uint64_t epoch, const std::vector<std::string>& members) {
   std::string out;
@@ -56,6 +72,12 @@ bool decode_kv_answer(const std::string& bytes, std::optional<kv::value_record>&
 std::string lock_command(const locks::command& c) { return lock_tag + locks::encode(c); }
 
 std::string lock_query(const std::string& lock) { return lock_tag + lock; }
+
+std::string member_address_command(const std::string& node_id, const std::string& host, uint16_t port) {
+  std::string out(1, address_tag);
+  put_address(out, node_id, host, port);
+  return out;
+}
 
 std::string cache_members_command(const std::vector<std::string>& members) {
   return cache_tag + encode_members(0, members);
@@ -145,6 +167,19 @@ std::string control_machine::apply(uint64_t index, const std::string& command) {
     report_cache_members();
     return "ok";
   }
+  if (command[0] == address_tag) {
+    codec::reader r{std::string_view{command}.substr(1)};
+    std::string node_id, host;
+    uint16_t port = 0;
+    if (!get_address(r, node_id, host, port) || !r.at_end()) return malformed;
+    if (port == 0) {
+      addresses_.erase(node_id);
+    } else {
+      addresses_[node_id] = {host, port};
+      if (member_observer_.address) member_observer_.address(node_id, host, port);
+    }
+    return "ok";
+  }
   return malformed;
 }
 
@@ -167,6 +202,10 @@ std::string control_machine::snapshot() const {
   codec::put_string(out, kv_.snapshot());
   codec::put_string(out, locks_.snapshot());
   codec::put_string(out, encode_members(cache_epoch_, cache_members_));
+  std::string addresses;
+  codec::put_u64(addresses, addresses_.size());
+  for (auto& [id, a] : addresses_) put_address(addresses, id, a.first, a.second);
+  codec::put_string(out, addresses);
   return out;
 }
 
@@ -175,7 +214,8 @@ bool control_machine::restore(const std::string& data) {
   std::string kv_bytes;
   std::string lock_bytes;
   if (!r.get_string(kv_bytes)) return false;
-  // Snapshots written before the lock table (or the cache membership) existed end early.
+  // Snapshots written before the lock table (or the cache membership, or the members'
+  // addresses) existed end early.
   bool has_locks = !r.at_end();
   if (has_locks && !r.get_string(lock_bytes)) return false;
   uint64_t epoch = 0;
@@ -186,6 +226,21 @@ bool control_machine::restore(const std::string& data) {
     codec::reader c{cache_bytes};
     if (!decode_members(c, epoch, members) || !c.at_end()) return false;
   }
+  std::map<std::string, std::pair<std::string, uint16_t>> addresses;
+  if (!r.at_end()) {
+    std::string address_bytes;
+    uint64_t n = 0;
+    if (!r.get_string(address_bytes)) return false;
+    codec::reader a{address_bytes};
+    if (!a.get_u64(n) || n > 4096) return false;
+    for (uint64_t i = 0; i < n; ++i) {
+      std::string node_id, host;
+      uint16_t port = 0;
+      if (!get_address(a, node_id, host, port) || port == 0) return false;
+      addresses[node_id] = {host, port};
+    }
+    if (!a.at_end()) return false;
+  }
   if (!r.at_end()) return false;
   kv::store kv;
   locks::table table;
@@ -194,8 +249,10 @@ bool control_machine::restore(const std::string& data) {
   locks_ = std::move(table);
   cache_epoch_ = epoch;
   cache_members_ = std::move(members);
+  addresses_ = std::move(addresses);
   report({});
   report_cache_members();
+  report_addresses();
   return true;
 }
 
@@ -206,6 +263,11 @@ void control_machine::on_leadership(bool leading) {
 
 void control_machine::report_cache_members() {
   if (cache_observer_.members && cache_epoch_ > 0) cache_observer_.members(cache_epoch_, cache_members_);
+}
+
+void control_machine::report_addresses() {
+  if (!member_observer_.address) return;
+  for (auto& [id, a] : addresses_) member_observer_.address(id, a.first, a.second);
 }
 
 void control_machine::report(std::vector<locks::event> events) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ bool decode_lock_answer(const std::string& bytes, locks::lock_status& out);
 // A new cache membership (the members that are home directories); its epoch is the log
 // index it is committed at.
 std::string cache_members_command(const std::vector<std::string>& members);
+
+// The node API address of a member (port 0: forget it), recorded when it is added.
+std::string member_address_command(const std::string& node_id, const std::string& host, uint16_t port);
 }  // namespace control
 
 // What applying lock commands did on this replica, for the node's lock service.
@@ -45,6 +49,11 @@ struct lock_observer {
   std::function<void(lock_apply_report)> applied;
   std::function<void(bool leading)> leadership;
 };
+// Members' addresses are replicated so that every node finds the members added after it
+// was configured, also after a restart with its old CLUSTER_NODES.
+struct member_observer {
+  std::function<void(const std::string& node_id, const std::string& host, uint16_t port)> address;
+};
 struct cache_observer {
   // The cache membership (epoch, members), after it changed or was restored.
   std::function<void(uint64_t epoch, std::vector<std::string> members)> members;
@@ -53,8 +62,8 @@ struct cache_observer {
 
 class control_machine final : public state_machine {
  public:
-  explicit control_machine(lock_observer locks = {}, cache_observer cache = {})
-    : observer_(std::move(locks)), cache_observer_(std::move(cache)) {}
+  explicit control_machine(lock_observer locks = {}, cache_observer cache = {}, member_observer members = {})
+    : observer_(std::move(locks)), cache_observer_(std::move(cache)), member_observer_(std::move(members)) {}
 
   std::string apply(uint64_t index, const std::string& command) override;
   std::string query(const std::string& request) const override;
@@ -66,13 +75,16 @@ class control_machine final : public state_machine {
   void report(std::vector<locks::event> events);
 
   void report_cache_members();
+  void report_addresses();
 
   kv::store kv_;
   locks::table locks_;
   uint64_t cache_epoch_ = 0;
   std::vector<std::string> cache_members_;
+  std::map<std::string, std::pair<std::string, uint16_t>> addresses_;  // node id -> host, port
   lock_observer observer_;
   cache_observer cache_observer_;
+  member_observer member_observer_;
 };
 
 }  // namespace dsync

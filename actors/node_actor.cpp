@@ -1,5 +1,6 @@
 #include "actors/node_actor.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -44,6 +45,22 @@ void forward_to_leader(self_ptr self, caf::typed_response_promise<T> rp, const s
     [=](caf::error& err) mutable { rp.deliver(std::move(err)); }, xs...);
 }
 
+// The answer to a request that failed on this replica with `err`: on a follower (not_leader)
+// the request `xs...` goes to the leader, unless it was forwarded here already.
+template <class T, class... Ts>
+void forward_on_follower(self_ptr self, caf::typed_response_promise<T> rp, caf::error& err, bool forwarded, Ts... xs) {
+  if (err != errc::not_leader || forwarded) {
+    rp.deliver(std::move(err));
+    return;
+  }
+  auto leader = leader_of(err);
+  if (leader.empty()) {
+    rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet"));
+    return;
+  }
+  forward_to_leader<T>(self, rp, leader, xs...);
+}
+
 std::optional<std::string> check_key(const std::string& key) {
   if (key.empty()) return "the key is empty";
   if (key.size() > kv::max_key_bytes)
@@ -60,12 +77,7 @@ caf::result<uint64_t> kv_write(self_ptr self, const kv::command& c, bool forward
     self, self->state.raft, control_group, control::kv_command(c),
     [](const std::string& answer, kv::outcome& o) { return kv::decode(answer, o); }, "state machine",
     [=](kv::outcome& o) mutable { rp.deliver(o.revision); },
-    [=](caf::error& err) mutable {
-      if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
-      auto leader = leader_of(err);
-      if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
-      forward_to_leader<uint64_t>(self, rp, leader, retry...);
-    });
+    [=](caf::error& err) mutable { forward_on_follower<uint64_t>(self, rp, err, forwarded, retry...); });
   return rp;
 }
 
@@ -74,18 +86,34 @@ template <class... Retry>
 void change_members(self_ptr self, caf::typed_response_promise<group_status> rp, uint8_t kind,
                     const std::string& node, bool forwarded, Retry... retry) {
   self->request(self->state.raft, std::chrono::seconds(35), member_change_atom::value, control_group, kind, node)
-    .then([=](group_status& status) mutable { rp.deliver(std::move(status)); },
+    .then(
+      [=](group_status& status) mutable {
+        if (kind == 1) {
+          // A removed member's address is forgotten: restarted members stop looking for it.
+          self->request(self->state.raft, caf::infinite, propose_atom::value, control_group,
+                        control::member_address_command(node, "", 0))
+            .then([](std::string&) {},
+                  [=](caf::error& err) {
+                    log::warn("node", "could not forget the address of removed member {}: {}", node,
+                              self->system().render(err));
+                  });
+        }
+        rp.deliver(std::move(status));
+      },
+      [=](caf::error& err) mutable { forward_on_follower<group_status>(self, rp, err, forwarded, retry...); });
+}
+
+// Records the address of `node` in the control group, so that every member links to it
+// from then on, also after a restart with its old CLUSTER_NODES; then adds it as a voter.
+// On a follower the request goes to the leader with the address (the leader may not know
+// the new node yet: it links to it once the address is applied).
+void record_address_then_add(self_ptr self, caf::typed_response_promise<group_status> rp, const std::string& node,
+                             const std::string& host, uint16_t port, bool forwarded) {
+  self->request(self->state.raft, caf::infinite, propose_atom::value, control_group,
+                control::member_address_command(node, host, port))
+    .then([=](std::string&) mutable { change_members(self, rp, 0, node, true, member_add_atom::value, node, true); },
           [=](caf::error& err) mutable {
-            if (err != errc::not_leader || forwarded) {
-              rp.deliver(std::move(err));
-              return;
-            }
-            auto leader = leader_of(err);
-            if (leader.empty()) {
-              rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet"));
-              return;
-            }
-            forward_to_leader<group_status>(self, rp, leader, retry...);
+            forward_on_follower<group_status>(self, rp, err, forwarded, member_add_atom::value, node, host, port);
           });
 }
 
@@ -179,16 +207,35 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
         if (node.empty() || node.size() > 64) return make_error(errc::bad_request, "a node id has 1-64 characters");
         // Only a running, linked node can catch up; refuse others at once.
         auto rp = self->make_response_promise<group_status>();
+        auto not_linked = [=]() mutable {
+          rp.deliver(make_error(errc::bad_request, "node " + node + " is not linked to " + self->state.self.node_id +
+                                                      ": start it with CLUSTER_STATE=existing and this cluster's "
+                                                      "members in CLUSTER_NODES first"));
+        };
+        auto add_at_its_address = [=](std::vector<member_status>& members) mutable {
+          auto m = std::find_if(members.begin(), members.end(), [&](const member_status& s) {
+            return s.node_id == node && (s.state == "alive" || s.state == "suspected");
+          });
+          auto colon = m == members.end() ? std::string::npos : m->address.rfind(':');
+          if (colon == std::string::npos) return not_linked();
+          auto port = static_cast<uint16_t>(std::strtoul(m->address.c_str() + colon + 1, nullptr, 10));
+          record_address_then_add(self, rp, node, m->address.substr(0, colon), port, forwarded);
+        };
+        // lookup waits for a link being made (the node just started); members has its address.
         self->request(self->state.links, local_timeout, lookup_atom::value, node)
           .then(
             [=](node_api&) mutable {
-              change_members(self, rp, 0, node, forwarded, member_add_atom::value, node, true);
+              self->request(self->state.links, local_timeout, members_atom::value)
+                .then(add_at_its_address, [=](caf::error& err) mutable { rp.deliver(std::move(err)); });
             },
-            [=](caf::error&) mutable {
-              rp.deliver(make_error(errc::bad_request, "node " + node + " is not linked to " + self->state.self.node_id +
-                                                          ": start it with CLUSTER_STATE=existing and this cluster's "
-                                                          "members in CLUSTER_NODES first"));
-            });
+            [=](caf::error&) mutable { not_linked(); });
+        return rp;
+      },
+      [=](member_add_atom, std::string& node, std::string& host, uint16_t port) -> caf::result<group_status> {
+        if (node.empty() || node.size() > 64 || host.empty() || host.size() > 255 || port == 0)
+          return make_error(errc::bad_request, "a forwarded member add needs a node id of 1-64 characters and its address");
+        auto rp = self->make_response_promise<group_status>();
+        record_address_then_add(self, rp, node, host, port, true);
         return rp;
       },
       [=](member_remove_atom, std::string& node, bool forwarded) -> caf::result<group_status> {
@@ -211,10 +258,7 @@ node_api spawn_node_actor(caf::actor_system& sys, node_info self_info, peer_link
                       linearizable)
           .then([=](std::string& answer) mutable { deliver(answer); },
                 [=](caf::error& err) mutable {
-                  if (err != errc::not_leader || forwarded) { rp.deliver(std::move(err)); return; }
-                  auto leader = leader_of(err);
-                  if (leader.empty()) { rp.deliver(make_error(errc::unavailable, "no Raft leader is known yet")); return; }
-                  forward_to_leader<kv_entry>(self, rp, leader, kv_get_atom::value, key, linearizable, true);
+                  forward_on_follower<kv_entry>(self, rp, err, forwarded, kv_get_atom::value, key, linearizable, true);
                 });
         return rp;
       },

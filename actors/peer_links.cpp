@@ -452,6 +452,22 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
           }
         }
       },
+      [=](address_atom, const std::string& node_id, const std::string& host, uint16_t port) {
+        auto& st = self->state;
+        peer_address at{host, port};
+        if (node_id == st.self.node_id) return;
+        for (auto& p : st.peers)
+          if (same_address(p.address, at) || p.node_id == node_id) return;
+        log::info(subsystem, "learned member {} at {} from the control group", node_id, at.to_string());
+        peer p;
+        p.address = at;
+        p.node_id = node_id;
+        p.connects = connects_first(st.self, at);
+        p.since_ms = wall_clock_ms();
+        st.peers.push_back(p);
+        update_gauges(self);
+        if (st.api) start_link(self, st.peers.size() - 1);
+      },
       [=](ping_atom, const std::string& from, uint64_t) {
         return linked(self, from) != nullptr || being_linked(self, from);
       },
@@ -501,6 +517,14 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
       },
     };
   });
+}
+
+member_observer observe_members(peer_links_actor links) {
+  member_observer o;
+  o.address = [links](const std::string& node_id, const std::string& host, uint16_t port) {
+    caf::anon_send(links, address_atom::value, node_id, host, port);
+  };
+  return o;
 }
 
 }  // namespace dsync

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "actors/control_machine.hpp"
 #include "actors/metrics.hpp"
 #include "app/settings.hpp"
 #include "dsync/api.hpp"
@@ -44,6 +45,8 @@ using peer_links_actor = caf::typed_actor<
   // The messages for one peer already in the mailbox go out together (raft_flush_atom,
   // internal): after a tick, every group's heartbeat to a peer is one message.
   caf::reacts_to<raft_atom, raft::message>, caf::reacts_to<raft_flush_atom>,
+  // A member's address from the control group (node id, host, port): linked to if unknown.
+  caf::reacts_to<address_atom, std::string, std::string, uint16_t>,
   // The node API of a linked peer, by node id; errc::unavailable if it is not linked.
   caf::replies_to<lookup_atom, std::string>::with<node_api>,
   // Internal timers; stale ones are recognised by their generation number.
@@ -72,5 +75,8 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self,
                                   metrics::registry& metrics);
 
 uint64_t wall_clock_ms();
+
+// Tells `links` the member addresses the control group records (control_machine.hpp).
+member_observer observe_members(peer_links_actor links);
 
 }  // namespace dsync

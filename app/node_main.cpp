@@ -173,8 +173,9 @@ int main(int argc, char** argv) {
     // controller, read by the HTTP gateway to answer hits without an actor.
     auto cache_lines = std::make_shared<cache_mirror>();
     auto cache = spawn_cache_service(sys, cs, links, redis, registry, cache_lines);
-    rs.make_machine = [locks, queues, cache](uint64_t group) -> std::unique_ptr<state_machine> {
-      if (group == control_group) return std::make_unique<control_machine>(observe_locks(locks), observe_cache(cache));
+    rs.make_machine = [locks, queues, cache, links](uint64_t group) -> std::unique_ptr<state_machine> {
+      if (group == control_group)
+        return std::make_unique<control_machine>(observe_locks(locks), observe_cache(cache), observe_members(links));
       return std::make_unique<queue_machine>(group, static_cast<uint32_t>(group - 1), observe_queues(queues));
     };
     auto raft = spawn_raft_host(sys, rs, logs, links, registry);

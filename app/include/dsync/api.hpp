@@ -40,6 +40,7 @@ using raft_tick_atom = caf::atom_constant<caf::atom("r_tick")>;
 using raft_drive_atom = caf::atom_constant<caf::atom("r_drive")>;
 using raft_flush_atom = caf::atom_constant<caf::atom("r_flush")>;
 using lookup_atom = caf::atom_constant<caf::atom("p_lookup")>;
+using address_atom = caf::atom_constant<caf::atom("p_address")>;
 using step_down_atom = caf::atom_constant<caf::atom("r_stepdown")>;
 using member_change_atom = caf::atom_constant<caf::atom("r_member")>;
 using transfer_atom = caf::atom_constant<caf::atom("r_transfer")>;
@@ -357,6 +358,9 @@ using node_api = caf::typed_actor<
   // learner, catches up, then becomes a voter; the answer is the configuration after it.
   // The node must be running and linked (started with CLUSTER_STATE=existing).
   caf::replies_to<member_add_atom, std::string, bool>::with<group_status>,
+  // An add forwarded to the leader by the member linked to the new node, with the new
+  // node's address (node id, host, port), which the control group records for all members.
+  caf::replies_to<member_add_atom, std::string, std::string, uint16_t>::with<group_status>,
   caf::replies_to<member_remove_atom, std::string, bool>::with<group_status>,
   // Locks (the control group's lock table). acquire answers the grant once held, or
   // errc::timeout / deadlock / bad_request / limit_exceeded; a request in flight across a
