@@ -119,12 +119,14 @@ def test_leader_sigstop_then_sigcont():
         # On waking it judges its peers afresh, not by the silence of its own pause: they
         # stay linked (declaring them down would leave it waiting 2-3 s for the one of the
         # pair that connects to connect again, while they see it linked).
+        def since_wake():
+            with open(old.log_path, errors="replace") as f:
+                f.seek(log_before_wake)
+                return f.read()
+        wait_until(lambda: "did not run for" in since_wake(), 5, f"{old.node_id} to notice its own pause")
         wait_until(lambda: all(m["state"] in ("alive", "self") for m in old.members().values()), 5,
                    f"{old.node_id} to see its peers alive")
-        with open(old.log_path, errors="replace") as f:
-            f.seek(log_before_wake)
-            woke = f.read()
-        assert "did not run for" in woke and "is down" not in woke, woke
+        assert "is down" not in since_wake(), since_wake()
         # The old leader rejoins as a follower without deposing the new leader.
         wait_until(lambda: agreed_leader(c.nodes) == new, 10, "all nodes to follow the new leader")
         term = group0(by_id(c, new))["term"]
