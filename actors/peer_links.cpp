@@ -302,6 +302,19 @@ void start_link(self_ptr self, size_t index) {
   else schedule_relink(self, index, caf::timespan{0});  // which waits fallback_delay for such a peer
 }
 
+// A member this node was not configured with (or not yet): returns its index.
+size_t add_peer(self_ptr self, const peer_address& at, const std::string& node_id = {}) {
+  auto& st = self->state;
+  peer p;
+  p.address = at;
+  p.node_id = node_id;
+  p.connects = connects_first(st.self, at);
+  p.since_ms = wall_clock_ms();
+  st.peers.push_back(p);
+  update_gauges(self);
+  return st.peers.size() - 1;
+}
+
 // Silence of a peer counts from its last contact; if this node itself did not run for a
 // while (SIGSTOP, a stalled VM), that silence says nothing about the peers, and judging
 // them by it would declare every peer down on waking: they get a fresh window instead.
@@ -374,11 +387,8 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
     st.ping_seconds = &registry.get_histogram("dsync_peer_ping_seconds", "Round trip of peer pings",
                                               metrics::latency_buckets_seconds());
     for (auto& a : addresses) {
-      peer p;
-      p.address = a;
-      p.connects = joining || connects_first(self_info, a);
-      p.since_ms = wall_clock_ms();
-      st.peers.push_back(p);
+      auto i = add_peer(self, a);
+      if (joining) st.peers[i].connects = true;  // the members do not know us yet
     }
     st.raft_sent = &registry.get_counter("dsync_raft_messages_sent_total", "Raft messages sent to peers");
     st.raft_batches = &registry.get_counter("dsync_raft_batches_sent_total",
@@ -423,12 +433,7 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         if (!known) {
           // A member we were not configured with (one added to a running cluster): link to it too.
           log::info(subsystem, "learned peer {} at {} from its handshake", info.node_id, from.to_string());
-          peer p;
-          p.address = from;
-          p.connects = connects_first(self->state.self, from);
-          p.since_ms = wall_clock_ms();
-          peers.push_back(p);
-          update_gauges(self);
+          add_peer(self, from);
         }
         for (size_t i = 0; i < peers.size(); ++i) {
           auto& p = peers[i];
@@ -459,14 +464,8 @@ peer_links_actor spawn_peer_links(caf::actor_system& sys, node_info self_info,
         for (auto& p : st.peers)
           if (same_address(p.address, at) || p.node_id == node_id) return;
         log::info(subsystem, "learned member {} at {} from the control group", node_id, at.to_string());
-        peer p;
-        p.address = at;
-        p.node_id = node_id;
-        p.connects = connects_first(st.self, at);
-        p.since_ms = wall_clock_ms();
-        st.peers.push_back(p);
-        update_gauges(self);
-        if (st.api) start_link(self, st.peers.size() - 1);
+        auto i = add_peer(self, at, node_id);
+        if (st.api) start_link(self, i);
       },
       [=](ping_atom, const std::string& from, uint64_t) {
         return linked(self, from) != nullptr || being_linked(self, from);
