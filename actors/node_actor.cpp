@@ -111,7 +111,9 @@ void record_address_then_add(self_ptr self, caf::typed_response_promise<group_st
                              const std::string& host, uint16_t port, bool forwarded) {
   self->request(self->state.raft, caf::infinite, propose_atom::value, control_group,
                 control::member_address_command(node, host, port))
-    .then([=](std::string&) mutable { change_members(self, rp, 0, node, true, member_add_atom::value, node, true); },
+    .then([=](std::string&) mutable {
+            change_members(self, rp, 0, node, forwarded, member_add_atom::value, node, host, port);
+          },
           [=](caf::error& err) mutable {
             forward_on_follower<group_status>(self, rp, err, forwarded, member_add_atom::value, node, host, port);
           });
