@@ -10,7 +10,9 @@ lock-cycle: every client takes and gives back its own lock (dsync's lock API aga
 etcd's /v3/lock/lock and /v3/lock/unlock with a lease per client); lock-contend: all
 clients contend for one lock (hand-offs per second).
 
-Prints a table; --markdown FILE also writes it as Markdown.
+Prints a table; --markdown FILE also writes it as Markdown. With one client count per run
+(e.g. --clients 4) each round also shows how busy the machine was and its CPU time per
+operation.
 """
 import argparse
 import os
@@ -29,11 +31,27 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from harness import Cluster, free_ports, wait_until  # noqa: E402
 
 
+def machine_jiffies():
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # idle and iowait are not busy
+
+
 def bench(target, endpoints, clients, seconds, workload="kv-put", extra=()):
+    """One dsync-bench run. With one client count, each row also gets the machine's busy share
+    and its CPU time per operation (servers, load generator and kernel together): on a
+    saturated machine the throughput of two systems is the inverse ratio of the latter."""
+    before = machine_jiffies()
     out = subprocess.run([BENCH, workload, "--target", target, "--endpoints", ",".join(endpoints),
                           "--clients", ",".join(map(str, clients)), "--seconds", str(seconds), "--json", *extra],
                          capture_output=True, text=True, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    after = machine_jiffies()
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    busy, total = after[0] - before[0], after[1] - before[1]
+    if len(rows) == 1 and total > 0 and rows[0]["ops"] > 0:
+        rows[0]["machine_busy"] = busy / total
+        rows[0]["machine_us_per_op"] = busy * 1e6 / os.sysconf("SC_CLK_TCK") / rows[0]["ops"]
+    return rows
 
 
 def run_dsync(clients, seconds, workload="kv-put"):
@@ -98,7 +116,9 @@ def main():
             for row in fn(clients, a.seconds, a.workload):
                 results[name][row["clients"]].append(row)
                 print(f"round {r + 1} {name:5} clients={row['clients']:<4} {row['ops_per_s']:9.0f} ops/s "
-                      f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms errors={row['errors']}", flush=True)
+                      f"p50={row['p50_ms']:.2f}ms p99={row['p99_ms']:.2f}ms errors={row['errors']}"
+                      + (f" machine busy {100 * row['machine_busy']:.0f}%, {row['machine_us_per_op']:.0f} us CPU/op"
+                         if "machine_busy" in row else ""), flush=True)
 
     def med(rows, key):
         return statistics.median(x[key] for x in rows)
