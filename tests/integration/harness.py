@@ -180,6 +180,8 @@ class Cluster:
     def __init__(self, n, name="cluster", extra_env=None, per_node_env=None, distinct_uids=False):
         """distinct_uids: run node i as uid 31000 + i (root only), so that Partition can
         match its packets with iptables' owner module."""
+        if distinct_uids and os.geteuid() != 0:
+            raise RuntimeError("this test cuts nodes off with iptables and needs root, as CI has")
         self.workdir = tempfile.mkdtemp(prefix=f"{name}-", dir=TMP_ROOT)
         ports = free_ports(2 * n)
         self.nodes = []
