@@ -1080,9 +1080,16 @@ struct tracked {
   uint64_t index = 0;
 };
 
+// How often the random runs reached each outcome: the invariants say nothing about a
+// transition the generator never makes.
+struct coverage {
+  uint64_t enqueued = 0, full = 0, delivered = 0, redelivered = 0, acked = 0, nacked = 0, dead_lettered = 0,
+           stale = 0, not_found = 0, redriven = 0, purged = 0, queues_deleted = 0;
+};
+
 // Runs random commands against a shard and a shadow replica, checking invariants after
 // every step. Failures name the seed (CAPTURE) so it can be replayed.
-void run_random(uint64_t seed, int steps) {
+void run_random(uint64_t seed, int steps, coverage& cov) {
   dsync::raft::rng rng(seed);
   const std::vector<std::string> queues = {"a", "b", "c"};
   shard_limits lim;
@@ -1186,8 +1193,10 @@ void run_random(uint64_t seed, int steps) {
             alive[o.id] = tracked{c.queue, index};
             never_delivered[c.queue].insert(index);
             all_ids.push_back(o.id);
+            ++cov.enqueued;
           } else {
             REQUIRE(o.result == code::limit);
+            ++cov.full;
           }
           break;
         case op::dequeue: {
@@ -1200,6 +1209,7 @@ void run_random(uint64_t seed, int steps) {
             REQUIRE(alive[d.id].queue == c.queue);
             REQUIRE(d.receipt == index);
             REQUIRE(d.deliveries == deliveries_before[d.id] + 1);
+            ++(d.deliveries > 1 ? cov.redelivered : cov.delivered);
             if (delivered_ever.insert(d.id).second) {
               // First delivery: must be the oldest never-delivered message of the queue.
               REQUIRE(!nd.empty());
@@ -1214,10 +1224,14 @@ void run_random(uint64_t seed, int steps) {
         case op::nack:
           if (!before) {
             REQUIRE(o.result == code::not_found);
+            ++cov.not_found;
           } else if (before->where != state::in_flight || (c.receipt != 0 && c.receipt != before->receipt)) {
             REQUIRE(o.result == code::stale_receipt);
+            ++cov.stale;
           } else {
             REQUIRE(o.result == code::ok);
+            ++(c.kind == op::ack ? cov.acked : cov.nacked);
+            cov.dead_lettered += o.dead_lettered;
             if (c.kind == op::ack) {
               acked.insert(c.id);
               alive.erase(c.id);
@@ -1234,6 +1248,7 @@ void run_random(uint64_t seed, int steps) {
         case op::purge_dead:
           if (o.result == code::ok) {
             REQUIRE(o.count == std::min<uint64_t>(c.max, dead_before.size()));
+            (c.kind == op::redrive ? cov.redriven : cov.purged) += o.count;
             for (size_t i = 0; i < o.count; ++i) {
               const auto m = s.find(c.queue, dead_before[i]);
               if (c.kind == op::redrive) {
@@ -1261,6 +1276,7 @@ void run_random(uint64_t seed, int steps) {
               }
             }
             never_delivered.erase(c.queue);
+            ++cov.queues_deleted;
           }
           break;
         default: break;
@@ -1331,5 +1347,27 @@ void run_random(uint64_t seed, int steps) {
 }  // namespace
 
 TEST_CASE("queue property: random command sequences keep every invariant (seeded)") {
-  for (uint64_t seed = 1; seed <= 150; ++seed) run_random(seed, 400);
+  coverage cov;
+  for (uint64_t seed = 1; seed <= 150; ++seed) run_random(seed, 400, cov);
+  INFO("enqueued " << cov.enqueued << ", full " << cov.full << ", delivered " << cov.delivered << ", redelivered "
+                      << cov.redelivered << ", acked " << cov.acked << ", nacked " << cov.nacked << ", dead-lettered "
+                      << cov.dead_lettered << ", stale " << cov.stale << ", not found " << cov.not_found
+                      << ", redriven " << cov.redriven << ", purged " << cov.purged << ", queues deleted "
+                      << cov.queues_deleted);
+  // A third of what the 150 seeds reach (14971 enqueued, 1980 full, 11684 first and 10118
+  // later deliveries, 717 acks, 501 nacks, 110 dead-lettered, 5377 stale, 1726 not found,
+  // 1936 redriven, 652 purged, 522 queues deleted): a generator change that starves a
+  // transition fails here.
+  CHECK(cov.enqueued > 5000);
+  CHECK(cov.full > 600);
+  CHECK(cov.delivered > 4000);
+  CHECK(cov.redelivered > 3000);
+  CHECK(cov.acked > 200);
+  CHECK(cov.nacked > 150);
+  CHECK(cov.dead_lettered > 30);
+  CHECK(cov.stale > 1500);
+  CHECK(cov.not_found > 500);
+  CHECK(cov.redriven > 600);
+  CHECK(cov.purged > 200);
+  CHECK(cov.queues_deleted > 150);
 }

@@ -1,6 +1,6 @@
 // A measurement, not a test: how many appends + syncs per second this
 // machine's disk gives, with and without group commit. Skipped by default;
-// run it from a Release build:
+// `ctest -L perf -R wal_sync_rate` runs it, or from a Release build:
 //   dsync-unit-tests -tc='wal sync rate*' --no-skip
 #include "actors/storage/wal_storage.hpp"
 
