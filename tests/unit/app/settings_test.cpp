@@ -100,7 +100,8 @@ TEST_CASE("every setting is read from its environment variable") {
                    {"CACHE_COHERENCE_PROTOCOL", "mosi"}, {"LOG_LEVEL", "WARN"}, {"PEER_PING_MS", "100"},
                    {"PEER_SUSPECT_MS", "500"}, {"PEER_DOWN_MS", "900"}, {"HTTP_MAX_BODY_BYTES", "4096"},
                    {"HTTP_MAX_CONNECTIONS", "3"}, {"RAFT_TICK_MS", "10"}, {"RAFT_ELECTION_TICKS", "20"},
-                   {"RAFT_HEARTBEAT_TICKS", "3"}, {"RAFT_SNAPSHOT_ENTRIES", "500"}});
+                   {"RAFT_HEARTBEAT_TICKS", "3"}, {"RAFT_SNAPSHOT_ENTRIES", "500"}, {"QUEUE_SHARDS", "8"},
+                   {"QUEUE_REPLICAS", "5"}, {"CACHE_EVICTION", "LFU"}, {"CACHE_WRITE_POLICY", "write-through"}});
   CHECK(s.node_id == "n.1_a-b");
   CHECK(s.node_host == "localhost");
   CHECK(s.node_port == 7000);
@@ -122,6 +123,10 @@ TEST_CASE("every setting is read from its environment variable") {
   CHECK(s.raft_election_ticks == 20);
   CHECK(s.raft_heartbeat_ticks == 3);
   CHECK(s.raft_snapshot_entries == 500);
+  CHECK(s.queue_shards == 8);
+  CHECK(s.queue_replicas == 5);
+  CHECK(s.cache_lfu);
+  CHECK(s.cache_write_through);
   CHECK_FALSE(s.join_existing);
   CHECK(ok({}, {{"NODE_ID", "n"}, {"CLUSTER_STATE", "existing"}}).join_existing);
 }
@@ -293,15 +298,34 @@ TEST_CASE("CAF options pass through, help and version need no other setting") {
 
 TEST_CASE("help lists every setting with its environment variable; dump reproduces the settings") {
   auto help = settings_help("dsync-node");
-  for (auto* env : {"NODE_ID", "NODE_HOST", "NODE_PORT", "CLUSTER_NODES", "REDIS_HOST", "REDIS_PORT", "CACHE_SIZE",
-                    "CACHE_COHERENCE_PROTOCOL", "LOG_LEVEL", "HTTP_PORT", "DATA_DIR", "CLUSTER_ID"})
+  for (auto* env : {"NODE_ID", "NODE_HOST", "NODE_PORT", "HTTP_PORT", "CLUSTER_NODES", "CLUSTER_ID", "CLUSTER_STATE",
+                    "DATA_DIR", "REDIS_HOST", "REDIS_PORT", "CACHE_SIZE", "QUEUE_SHARDS", "QUEUE_REPLICAS",
+                    "CACHE_COHERENCE_PROTOCOL", "CACHE_EVICTION", "CACHE_WRITE_POLICY", "LOG_LEVEL", "PEER_PING_MS",
+                    "PEER_SUSPECT_MS", "PEER_DOWN_MS", "RAFT_TICK_MS", "RAFT_ELECTION_TICKS", "RAFT_HEARTBEAT_TICKS",
+                    "RAFT_SNAPSHOT_ENTRIES", "HTTP_MAX_BODY_BYTES", "HTTP_MAX_CONNECTIONS"})
     CHECK_MESSAGE(contains(help, env), env);
   CHECK(contains(help, "NODE_PORT + 1000"));
-  auto original = ok({}, {{"NODE_ID", "n1"}, {"CLUSTER_NODES", "a:1,b:2"}, {"CACHE_COHERENCE_PROTOCOL", "MOSI"},
-                          {"DATA_DIR", "/d"}, {"CLUSTER_STATE", "existing"}});
+  // Every setting away from its default, so that one the file reader dropped would show.
+  auto original = ok({}, {{"NODE_ID", "n1"}, {"NODE_HOST", "10.1.2.3"}, {"NODE_PORT", "7000"}, {"HTTP_PORT", "7100"},
+                          {"CLUSTER_NODES", "a:1,b:2"}, {"CLUSTER_ID", "prod"}, {"CLUSTER_STATE", "existing"},
+                          {"DATA_DIR", "/d"}, {"REDIS_HOST", "10.0.0.5"}, {"REDIS_PORT", "6380"}, {"CACHE_SIZE", "5"},
+                          {"QUEUE_SHARDS", "8"}, {"QUEUE_REPLICAS", "5"}, {"CACHE_COHERENCE_PROTOCOL", "MOSI"},
+                          {"CACHE_EVICTION", "lfu"}, {"CACHE_WRITE_POLICY", "write-through"}, {"LOG_LEVEL", "warn"},
+                          {"PEER_PING_MS", "100"}, {"PEER_SUSPECT_MS", "500"}, {"PEER_DOWN_MS", "900"},
+                          {"RAFT_TICK_MS", "10"}, {"RAFT_ELECTION_TICKS", "20"}, {"RAFT_HEARTBEAT_TICKS", "3"},
+                          {"RAFT_SNAPSHOT_ENTRIES", "500"}, {"HTTP_MAX_BODY_BYTES", "4096"},
+                          {"HTTP_MAX_CONNECTIONS", "3"}});
   files["/dump.ini"] = dump_settings(original);
   auto again = ok({"--config-file=/dump.ini"});
   CHECK(dump_settings(again) == dump_settings(original));
+  CHECK(dump_settings(again) != dump_settings(ok({}, {{"NODE_ID", "n1"}})));
+  CHECK(again.queue_shards == 8);
+  CHECK(again.queue_replicas == 5);
+  CHECK(again.cache_lfu);
+  CHECK(again.cache_write_through);
+  CHECK(again.protocol == coherence_protocol::mosi);
+  CHECK(again.raft_snapshot_entries == 500);
+  CHECK(again.http_max_connections == 3);
 }
 
 TEST_CASE("data directory: default created, explicit must exist, one node per directory") {

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,10 +57,13 @@ TEST_CASE("settings parse case-insensitively and print back") {
   CHECK(parse("write_through", w));
   CHECK(w == write_policy::write_through);
   CHECK(parse("Write-Back", w));
+  CHECK(w == write_policy::write_back);
   CHECK_FALSE(parse("writeback!", w));
   replacement_kind r{};
   CHECK(parse("LFU", r));
   CHECK(r == replacement_kind::lfu);
+  CHECK(parse("lru", r));
+  CHECK(r == replacement_kind::lru);
   CHECK_FALSE(parse("fifo", r));
   cache_state s{};
   CHECK(parse("OM^AC", s));
@@ -92,11 +96,14 @@ TEST_CASE("start announces the epoch to every member's directory") {
   controller ctl(cfg(), two(3));
   auto fx = ctl.start();
   REQUIRE(fx.messages.size() == 2);
+  std::set<std::string> to;
   for (const auto& e : fx.messages) {
     CHECK(e.msg.kind == msg_kind::flushed);
     CHECK(e.msg.epoch == 3);
     CHECK_FALSE(e.msg.from_directory);
+    to.insert(e.to);
   }
+  CHECK(to == std::set<std::string>{"a", "b"});  // two()'s members
   CHECK(ctl.idle());
 }
 
@@ -196,7 +203,8 @@ TEST_CASE("delete removes the key everywhere, memory included; invalidate keeps 
   CHECK(c.completions().back().second.result == status::not_found);
 }
 
-TEST_CASE("messages of an epoch not yet known wait for it; those of an older line's epoch are still served") {
+// Recalls of an older epoch's lines, served while that epoch closes: scripts/*_epochs.txt.
+TEST_CASE("messages of an epoch not yet known wait for it; a membership that is not newer is ignored") {
   controller ctl(cfg(), two(1, "b"));
   ctl.start();
   message d;

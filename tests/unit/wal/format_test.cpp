@@ -400,7 +400,8 @@ TEST_CASE("wal format: snapshot files round-trip and every damage is caught") {
   s.metadata.index = 1234;
   s.metadata.term = 7;
   s.metadata.config = config_abc();
-  s.data = "state machine bytes \x00\x01\x02";
+  s.data = std::string("state machine bytes \x00\x01\x02\xff", 24);  // NUL and high bytes too
+  REQUIRE(s.data.size() == 24);
   auto bytes = encode_snapshot_file(s);
   auto parts = encode_snapshot_file_parts(s);
   CHECK(bytes == parts.head + s.data + parts.trailer);
