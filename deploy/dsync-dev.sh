@@ -16,7 +16,7 @@ build_dir=${BUILD_DIR:-$repo/build}
 jobs=${JOBS:-2}
 run_dir=$build_dir/local-cluster
 
-packages=(g++ cmake ninja-build pkg-config libcaf-dev libhiredis-dev libfmt-dev doctest-dev
+packages=(g++ cmake ninja-build pkg-config libcaf-dev libhiredis-dev libjemalloc-dev libfmt-dev doctest-dev
           nlohmann-json3-dev libssl-dev redis-server prometheus python3 curl
           procps iproute2 iptables)
 
